@@ -1,0 +1,40 @@
+"""The admin app (its own port): /metrics for Prometheus, /healthz and /readyz for orchestrators."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+import gateway
+
+if TYPE_CHECKING:
+    from gateway.server import Gateway
+
+
+def build_admin_app(gw: Gateway) -> Starlette:
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(gw.runtime.metrics.registry),
+                        media_type=CONTENT_TYPE_LATEST)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "alive", "version": gateway.__version__})
+
+    async def readyz(request: Request) -> Response:
+        if gw.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        unready = gw.runtime.unready_routes()
+        if unready:
+            return JSONResponse({"status": "unready", "routes_without_upstream": unready},
+                                status_code=503)
+        return JSONResponse({"status": "ready", "routes": [r.name for r in gw.runtime.routes]})
+
+    return Starlette(routes=[
+        Route("/metrics", metrics),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+    ])

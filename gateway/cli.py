@@ -1,0 +1,85 @@
+"""`driftgate` command line: serve, check-config, demo-model, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gateway.config import ConfigError, load_config
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.logs import configure_logging
+    from gateway.server import run
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    configure_logging(cfg.logging.level, cfg.logging.format)
+    return run(cfg)
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"{args.file}: ok ({len(cfg.upstreams)} upstreams, {len(cfg.routes)} routes)")
+    return 0
+
+
+def _cmd_demo_model(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.demo_model import build_model_app
+
+    app = build_model_app(args.name, version=args.version, latency_ms=args.latency_ms,
+                          error_rate=args.error_rate, seed=args.seed)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                loop="uvloop", http="httptools")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(duration=args.duration, rate=args.rate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="driftgate", description=(
+        "An observable gateway in front of ML model servers."))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the gateway")
+    p.add_argument("--config", "-c", required=True, help="YAML config file")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("check-config", help="validate a config file without serving")
+    p.add_argument("file")
+    p.set_defaults(func=_cmd_check_config)
+
+    p = sub.add_parser("demo-model", help="run the demo churn model server (V1, V2, MLflow)")
+    p.add_argument("--port", type=int, default=9001)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--name", default="churn")
+    p.add_argument("--version", default="v1", help="model version it reports")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="added latency per prediction")
+    p.add_argument("--error-rate", type=float, default=0.0, help="share of predictions that fail 500")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo_model)
+
+    p = sub.add_parser("demo", help="two demo models + the gateway + traffic, then keep serving")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop after this many seconds (default: run until Ctrl-C)")
+    p.add_argument("--rate", type=float, default=50.0, help="demo requests per second")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

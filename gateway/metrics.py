@@ -1,0 +1,96 @@
+"""Prometheus metric families of the gateway.
+
+Labels come only from config (route, variant and upstream names) and from small closed sets
+(method, status code, error kind), never from raw paths, so the series count stays bounded.
+Label children are cached per label tuple: `labels()` is the expensive part of an update.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
+
+import gateway
+
+# `_created` series double the exposition for no use in dashboards or alerts.
+disable_created_metrics()
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                   1.0, 2.5, 5.0, 10.0)
+SIZE_BUCKETS = tuple(float(4 ** k * 64) for k in range(10))  # 64 B .. 16 MiB
+
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"})
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "driftgate_requests", "Requests answered, by route, variant, upstream, method, code.",
+            ["route", "variant", "upstream", "method", "code"], registry=r)
+        self.request_duration = Histogram(
+            "driftgate_request_duration_seconds",
+            "Whole request as the client sees it, first byte in to last byte out.",
+            ["route", "variant", "upstream", "code_class"], buckets=LATENCY_BUCKETS, registry=r)
+        self.upstream_duration = Histogram(
+            "driftgate_upstream_duration_seconds",
+            "Upstream exchange: request sent to last response byte read.",
+            ["route", "upstream"], buckets=LATENCY_BUCKETS, registry=r)
+        self.in_flight = Gauge(
+            "driftgate_requests_in_flight", "Requests being served now.", ["route"], registry=r)
+        self.upstream_errors = Counter(
+            "driftgate_upstream_errors", "Failed upstream exchanges by kind "
+            "(connect, timeout, reset, protocol, pool_exhausted).",
+            ["upstream", "kind"], registry=r)
+        self.request_size = Histogram(
+            "driftgate_request_size_bytes", "Request body size.", ["route"],
+            buckets=SIZE_BUCKETS, registry=r)
+        self.response_size = Histogram(
+            "driftgate_response_size_bytes", "Response body size.", ["route"],
+            buckets=SIZE_BUCKETS, registry=r)
+        self.build_info = Info("driftgate_build", "Gateway version.", registry=r)
+        self.build_info.info({"version": gateway.__version__})
+        self._request_children: dict[tuple, tuple] = {}
+        self._route_children: dict[str, tuple] = {}
+        self._error_children: dict[tuple[str, str], Counter] = {}
+
+    def route_children(self, route: str) -> tuple:
+        """(in_flight, request_size, response_size) children of one route."""
+        children = self._route_children.get(route)
+        if children is None:
+            children = (self.in_flight.labels(route), self.request_size.labels(route),
+                        self.response_size.labels(route))
+            self._route_children[route] = children
+        return children
+
+    def observe_request(self, route: str, variant: str, upstream: str, method: str,
+                        status: int, duration: float, upstream_duration: float | None) -> None:
+        key = (route, variant, upstream, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            method_label = method if method in _KNOWN_METHODS else "OTHER"
+            children = (
+                self.requests.labels(route, variant, upstream, method_label, str(status)),
+                self.request_duration.labels(route, variant, upstream, f"{status // 100}xx"),
+                self.upstream_duration.labels(route, upstream),
+            )
+            if len(self._request_children) < 10_000:  # bounded: codes are a small closed set
+                self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(duration)
+        if upstream_duration is not None:
+            children[2].observe(upstream_duration)
+
+    def upstream_error(self, upstream: str, kind: str) -> None:
+        child = self._error_children.get((upstream, kind))
+        if child is None:
+            child = self._error_children[(upstream, kind)] = self.upstream_errors.labels(
+                upstream, kind)
+        child.inc()

@@ -1,0 +1,203 @@
+"""The public ASGI app: match a route, forward the request unchanged, stream the answer back.
+
+A raw ASGI callable rather than a starlette app: this is the hot path, and starlette's Request
+and Response objects cost more per request than everything else here together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+
+from gateway.engine import UpstreamError, UpstreamResponse
+from gateway.headers import ForwardedRequest, response_headers
+from gateway.runtime import GatewayRuntime, Route
+
+_JSON = [(b"content-type", b"application/json")]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class ClientDisconnected(Exception):
+    pass
+
+
+async def send_json(send, status: int, payload: dict, headers: list | None = None) -> int:
+    body = orjson.dumps(payload)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*_JSON, (b"content-length", str(len(body)).encode()), *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+    return len(body)
+
+
+async def _body_stream(receive, first: bytes, limit: int, total: list[int]) -> AsyncIterator[bytes]:
+    """Relay a multi-part request body chunk by chunk, enforcing the size limit as it goes."""
+    size = len(first)
+    if size > limit:
+        raise BodyTooLarge
+    yield first
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        total[0] = size
+        yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+class ProxyApp:
+    def __init__(self, runtime: GatewayRuntime) -> None:
+        self.runtime = runtime
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1003})
+            return
+        started = time.perf_counter()
+        rt = self.runtime
+        method: str = scope["method"]
+        path: str = scope["path"]
+        fwd = ForwardedRequest(scope)
+        rid = fwd.request_id
+        route = rt.table.match(method, path)
+        if route is None:
+            await send_json(send, 404, {"error": "no route for this path", "path": path,
+                                        "request_id": rid.decode()}, [(b"x-request-id", rid)])
+            return
+        route.in_flight.inc()
+        try:
+            await self._forward(scope, receive, send, route, fwd, started)
+        finally:
+            route.in_flight.dec()
+
+    async def _forward(self, scope, receive, send, route: Route, fwd: ForwardedRequest,
+                       started: float) -> None:
+        rt = self.runtime
+        upstream = route.upstream
+        rid = fwd.request_id
+        limit = rt.cfg.server.max_body_bytes
+        status = 0
+        upstream_dur = None
+        request_bytes = [0]
+        response_bytes = 0
+        error: UpstreamError | None = None
+        try:
+            if fwd.content_length is not None and fwd.content_length > limit:
+                raise BodyTooLarge
+            if fwd.content_length == -1:
+                status = 400
+                await send_json(send, 400, {"error": "invalid Content-Length",
+                                            "request_id": rid.decode()}, [(b"x-request-id", rid)])
+                return
+            message = await receive()
+            body: bytes | AsyncIterator[bytes] | None = message.get("body", b"")
+            if message.get("more_body", False):
+                body = _body_stream(receive, body, limit, request_bytes)  # type: ignore[arg-type]
+            else:
+                request_bytes[0] = len(body)  # type: ignore[arg-type]
+                if request_bytes[0] > limit:
+                    raise BodyTooLarge
+                if not body and fwd.content_length is None and not fwd.chunked:
+                    body = None  # no body and no framing header: send none
+            target = scope.get("raw_path") or scope["path"].encode()
+            if scope.get("query_string"):
+                target = target + b"?" + scope["query_string"]
+            sent_at = time.perf_counter()
+            resp = await upstream.pool.request(
+                scope["method"].encode(), target, fwd.headers, body,
+                fwd.content_length if not isinstance(body, bytes) else None)
+            headers_at = time.perf_counter()
+            upstream.last_ok = time.monotonic()
+            status = resp.status
+            out = response_headers(resp.headers)
+            out.append((b"x-request-id", rid))
+            out.append((b"server-timing", b"gateway;dur=%.3f, upstream;dur=%.3f" % (
+                (sent_at - started) * 1000, (headers_at - sent_at) * 1000)))
+            if resp.complete:  # small answers: one read, one send
+                data = resp.read_available()
+                resp.release()
+                response_bytes = len(data)
+                await send({"type": "http.response.start", "status": status, "headers": out})
+                await send({"type": "http.response.body", "body": data})
+            else:
+                await send({"type": "http.response.start", "status": status, "headers": out})
+                response_bytes = await self._stream(resp, receive, send)
+            upstream_dur = time.perf_counter() - sent_at
+        except BodyTooLarge:
+            status = 413
+            await send_json(send, 413, {"error": f"request body larger than {limit} bytes",
+                                        "upstream": upstream.name, "request_id": rid.decode()},
+                            [(b"x-request-id", rid), (b"connection", b"close")])
+        except ClientDisconnected:
+            status = 499  # nginx's convention: the client went away before the answer
+        except UpstreamError as exc:
+            error = exc
+            rt.metrics.upstream_error(upstream.name, exc.kind)
+            if status:  # headers already sent: all we can do is cut the response short
+                raise
+            status = exc.status
+            await send_json(send, status, {"error": str(exc), "upstream": upstream.name,
+                                           "request_id": rid.decode()},
+                            [(b"x-request-id", rid)])
+        finally:
+            duration = time.perf_counter() - started
+            if status:
+                rt.metrics.observe_request(route.name, upstream.name, upstream.name,
+                                           scope["method"], status, duration, upstream_dur)
+                route.request_size.observe(request_bytes[0])
+                route.response_size.observe(response_bytes)
+                self._access_log(scope, fwd, route, status, duration, upstream_dur,
+                                 request_bytes[0], response_bytes, error)
+
+    async def _stream(self, resp: UpstreamResponse, receive, send) -> int:
+        """Relay a body that is still arriving, chunk by chunk, until the end or a disconnect."""
+        async def watch_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            resp.abort()
+
+        watcher = asyncio.ensure_future(watch_disconnect())
+        size = 0
+        try:
+            while True:
+                try:
+                    chunk = await resp.read()
+                except UpstreamError:
+                    if watcher.done():
+                        raise ClientDisconnected from None
+                    raise
+                if not chunk:
+                    break
+                size += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return size
+        finally:
+            watcher.cancel()
+            resp.abort()  # no-op when the body was read to the end
+
+    def _access_log(self, scope, fwd: ForwardedRequest, route: Route, status: int,
+                    duration: float, upstream_dur: float | None, request_bytes: int,
+                    response_bytes: int, error: UpstreamError | None) -> None:
+        access = self.runtime.cfg.logging.access_log
+        if not access.enabled or (access.sample_rate < 1.0 and random.random() >= access.sample_rate):
+            return
+        self.runtime.log.info(
+            "access", request_id=fwd.request_id.decode(), route=route.name,
+            variant=route.upstream.name, upstream=route.upstream.name, method=scope["method"],
+            path=scope["path"], status=status, duration_ms=round(duration * 1000, 3),
+            upstream_ms=round(upstream_dur * 1000, 3) if upstream_dur is not None else None,
+            request_bytes=request_bytes, response_bytes=response_bytes,
+            error=error.kind if error else None)

@@ -1,0 +1,86 @@
+"""What a loaded config becomes at run time: upstream pools, the route table, readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from gateway.config import GatewayConfig
+from gateway.engine import PoolSettings, UpstreamPool
+from gateway.logs import get_logger
+from gateway.metrics import GatewayMetrics
+from routing import RouteRule, RouteTable
+
+
+@dataclass(eq=False)
+class Upstream:
+    name: str
+    pool: UpstreamPool
+    # Monotonic time of the last connection it accepted (probe or proxied request).
+    last_ok: float = 0.0
+
+
+@dataclass(eq=False)
+class Route:
+    name: str
+    upstream: Upstream
+    in_flight: object = field(repr=False, default=None)
+    request_size: object = field(repr=False, default=None)
+    response_size: object = field(repr=False, default=None)
+
+
+class GatewayRuntime:
+    def __init__(self, cfg: GatewayConfig, metrics: GatewayMetrics | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = metrics or GatewayMetrics()
+        self.log = get_logger()
+        self.upstreams = {
+            name: Upstream(name, UpstreamPool(u.url, PoolSettings(
+                connect_timeout=u.timeout.connect, read_timeout=u.timeout.read,
+                max_connections=u.max_connections, idle_timeout=u.idle_timeout)))
+            for name, u in cfg.upstreams.items()
+        }
+        self.routes: list[Route] = []
+        rules = []
+        for rc in cfg.routes:
+            route = Route(rc.name, self.upstreams[rc.upstream])
+            route.in_flight, route.request_size, route.response_size = (
+                self.metrics.route_children(rc.name))
+            self.routes.append(route)
+            rules.append(RouteRule(route, path=rc.match.path, path_prefix=rc.match.path_prefix,
+                                   methods=frozenset(rc.match.methods)))
+        self.table: RouteTable[Route] = RouteTable(rules)
+        self._probe_task: asyncio.Task | None = None
+
+    # -- readiness ---------------------------------------------------------------------------
+    def unready_routes(self) -> dict[str, str]:
+        """Routes whose upstream has not accepted a connection within the readiness interval."""
+        horizon = time.monotonic() - 2 * self.cfg.admin.readiness_interval
+        return {r.name: r.upstream.name for r in self.routes if r.upstream.last_ok < horizon}
+
+    async def probe_once(self) -> None:
+        stale = time.monotonic() - self.cfg.admin.readiness_interval / 2
+        targets = [u for u in self.upstreams.values() if u.last_ok < stale]
+        results = await asyncio.gather(*(u.pool.probe() for u in targets))
+        now = time.monotonic()
+        for upstream, ok in zip(targets, results):
+            if ok:
+                upstream.last_ok = now
+
+    async def _probe_loop(self) -> None:
+        while True:
+            try:
+                await self.probe_once()
+            except Exception as exc:  # never let a probe bug kill readiness
+                self.log.warning("readiness probe failed", error=str(exc))
+            await asyncio.sleep(self.cfg.admin.readiness_interval)
+
+    async def start(self) -> None:
+        await self.probe_once()
+        self._probe_task = asyncio.create_task(self._probe_loop())
+
+    async def aclose(self) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+        await asyncio.gather(*(u.pool.aclose() for u in self.upstreams.values()))

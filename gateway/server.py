@@ -1,0 +1,126 @@
+"""Run the gateway: the proxy and the admin app on their own ports, in one event loop.
+
+Signals: SIGTERM or SIGINT stop accepting, /readyz turns 503, in-flight requests get up to
+`server.drain_timeout` seconds to finish, then the process exits 0. A second SIGINT forces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+
+import uvicorn
+
+import gateway
+from gateway.admin import build_admin_app
+from gateway.config import GatewayConfig
+from gateway.logs import get_logger
+from gateway.proxy import ProxyApp
+from gateway.runtime import GatewayRuntime
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its own signal handling: the Gateway owns signals for both."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _uvicorn_config(app, cfg: GatewayConfig, keep_alive: float) -> uvicorn.Config:
+    return uvicorn.Config(
+        app, http="httptools", loop="none", lifespan="off", access_log=False,
+        server_header=False, date_header=False, proxy_headers=False, log_config=None,
+        timeout_keep_alive=int(max(1, keep_alive)), backlog=2048,
+        timeout_graceful_shutdown=int(cfg.server.drain_timeout) or None)
+
+
+class Gateway:
+    """A gateway built from one config; `serve()` runs it until `stop()` or a signal."""
+
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.cfg = cfg
+        self.runtime = GatewayRuntime(cfg)
+        self.draining = False
+        self.log = get_logger()
+        self.proxy_socket = bind_socket(cfg.server.host, cfg.server.port)
+        self.admin_socket = bind_socket(cfg.admin.host, cfg.admin.port)
+        self._proxy_server = _Server(_uvicorn_config(ProxyApp(self.runtime), cfg,
+                                                     cfg.server.keep_alive))
+        self._admin_server = _Server(_uvicorn_config(build_admin_app(self), cfg, 5))
+        self.started = asyncio.Event()
+
+    @property
+    def port(self) -> int:
+        return self.proxy_socket.getsockname()[1]
+
+    @property
+    def admin_port(self) -> int:
+        return self.admin_socket.getsockname()[1]
+
+    def stop(self, force: bool = False) -> None:
+        if self.draining and force:
+            self._proxy_server.force_exit = self._admin_server.force_exit = True
+        self.draining = True
+        self._proxy_server.should_exit = True
+
+    async def serve(self, install_signals: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            loop.add_signal_handler(signal.SIGTERM, self._on_signal, "SIGTERM")
+            loop.add_signal_handler(signal.SIGINT, self._on_signal, "SIGINT")
+        await self.runtime.start()
+        proxy_task = asyncio.create_task(self._proxy_server.serve(sockets=[self.proxy_socket]))
+        admin_task = asyncio.create_task(self._admin_server.serve(sockets=[self.admin_socket]))
+        while not (self._proxy_server.started and self._admin_server.started):
+            if proxy_task.done() or admin_task.done():
+                break
+            await asyncio.sleep(0.01)
+        self.log.info("gateway started", version=gateway.__version__,
+                      url=f"http://{self.cfg.server.host}:{self.port}",
+                      admin=f"http://{self.cfg.admin.host}:{self.admin_port}",
+                      routes=[r.name for r in self.runtime.routes],
+                      upstreams=sorted(self.runtime.upstreams))
+        self.started.set()
+        try:
+            await proxy_task
+            # The admin port outlives the drain so /readyz can say "draining" meanwhile.
+            self._admin_server.should_exit = True
+            await admin_task
+        finally:
+            await self.runtime.aclose()
+            self.log.info("gateway stopped")
+
+    def _on_signal(self, name: str) -> None:
+        self.log.info("shutdown requested", signal=name,
+                      drain_timeout_s=self.cfg.server.drain_timeout)
+        self.stop(force=self.draining and name == "SIGINT")
+
+
+def run(cfg: GatewayConfig) -> int:
+    """Serve until signalled, on uvloop where available. Returns the process exit code."""
+    try:
+        import uvloop
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvloop is a Linux dependency
+        runner = asyncio.Runner()
+    try:
+        gw = Gateway(cfg)
+    except OSError as exc:
+        print(f"driftgate: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    with runner:
+        runner.run(gw.serve())
+    return 0
