@@ -15,6 +15,7 @@ import orjson
 
 from gateway.engine import UpstreamError, UpstreamResponse
 from gateway.headers import ForwardedRequest, response_headers
+from gateway.logs import get_access_logger
 from gateway.runtime import GatewayRuntime, Route
 
 _JSON = [(b"content-type", b"application/json")]
@@ -59,6 +60,7 @@ async def _body_stream(receive, first: bytes, limit: int, total: list[int]) -> A
 class ProxyApp:
     def __init__(self, runtime: GatewayRuntime) -> None:
         self.runtime = runtime
+        self.access_log = get_access_logger()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -194,7 +196,7 @@ class ProxyApp:
         access = self.runtime.cfg.logging.access_log
         if not access.enabled or (access.sample_rate < 1.0 and random.random() >= access.sample_rate):
             return
-        self.runtime.log.info(
+        self.access_log.info(
             "access", request_id=fwd.request_id.decode(), route=route.name,
             variant=route.upstream.name, upstream=route.upstream.name, method=scope["method"],
             path=scope["path"], status=status, duration_ms=round(duration * 1000, 3),

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from gateway.config import GatewayConfig
 from gateway.engine import PoolSettings, UpstreamPool
-from gateway.logs import get_logger
+from gateway.logs import flush_access_log, get_logger
 from gateway.metrics import GatewayMetrics
 from routing import RouteRule, RouteTable
 
@@ -51,7 +51,7 @@ class GatewayRuntime:
             rules.append(RouteRule(route, path=rc.match.path, path_prefix=rc.match.path_prefix,
                                    methods=frozenset(rc.match.methods)))
         self.table: RouteTable[Route] = RouteTable(rules)
-        self._probe_task: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
 
     # -- readiness ---------------------------------------------------------------------------
     def unready_routes(self) -> dict[str, str]:
@@ -76,11 +76,18 @@ class GatewayRuntime:
                 self.log.warning("readiness probe failed", error=str(exc))
             await asyncio.sleep(self.cfg.admin.readiness_interval)
 
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            flush_access_log()
+
     async def start(self) -> None:
         await self.probe_once()
-        self._probe_task = asyncio.create_task(self._probe_loop())
+        self._tasks = [asyncio.create_task(self._probe_loop()),
+                       asyncio.create_task(self._flush_loop())]
 
     async def aclose(self) -> None:
-        if self._probe_task is not None:
-            self._probe_task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        flush_access_log()
         await asyncio.gather(*(u.pool.aclose() for u in self.upstreams.values()))

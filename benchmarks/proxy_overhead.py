@@ -1,0 +1,158 @@
+"""What does the gateway cost over calling the model directly, and over other proxies?
+
+Same wrk load (~300-byte JSON POST) against, in one run:
+  direct        nginx `return 200` with a JSON body: the fastest possible model stand-in
+  driftgate     the gateway, default config (JSON access log on, to /dev/null)
+  driftgate-nolog  the gateway with the access log off
+  nginx-proxy   nginx as a keep-alive reverse proxy (the C baseline)
+  aiohttp       a minimal raw-ASGI + aiohttp-client proxy (benchmarks/aiohttp_proxy.py)
+  naive         starlette + httpx, body read then posted (benchmarks/naive_proxy.py)
+Every proxy runs pinned alone on CPU 1; the model and wrk share CPU 0. Throughput and CPU per
+request at 64 connections; latency at 1 connection (added latency = proxy minus direct).
+
+    python benchmarks/proxy_overhead.py [--seconds 8] [--out benchmarks/results/proxy_overhead.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.harness import (  # noqa: E402
+    Process,
+    cpu_seconds,
+    free_port,
+    machine_line,
+    nginx_model,
+    nginx_proxy,
+    wrk,
+)
+
+BODY = ('{"instances": [[12.0, 70.5, 2.0, 21.3, "basic"], [40.0, 99.1, 0.0, 35.2, "premium"], '
+        '[3.0, 45.0, 5.0, 12.9, "standard"], [24.0, 80.0, 1.0, 18.0, "basic"], '
+        '[60.0, 110.0, 0.0, 40.0, "premium"], [7.0, 55.5, 3.0, 9.1, "standard"], '
+        '[33.0, 64.2, 1.0, 22.4, "basic"]]}')
+ANSWER = '{"predictions": [0.113, 0.871, 0.402, 0.256, 0.032, 0.611, 0.187]}'
+PROXY_CPU = "1"
+
+
+def gateway_process(model_port: int, access_log: bool) -> tuple[Process, int]:
+    port, admin = free_port(), free_port()
+    cfg = Path(tempfile.mkdtemp(prefix="driftgate-bench-")) / "gateway.yaml"
+    cfg.write_text(f"""
+server: {{port: {port}}}
+admin: {{port: {admin}}}
+logging: {{format: json, access_log: {{enabled: {str(access_log).lower()}}}}}
+upstreams:
+  model: {{url: "http://127.0.0.1:{model_port}"}}
+routes:
+  - {{name: model, match: {{path_prefix: /}}, upstream: model}}
+""")
+    return Process([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)], cpu=PROXY_CPU,
+                   port=port), port
+
+
+def uvicorn_process(module: str, model_port: int) -> tuple[Process, int]:
+    port = free_port()
+    return Process([sys.executable, "-m", "uvicorn", module, "--port", str(port), "--log-level",
+                    "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
+                   env={"UPSTREAM_URL": f"http://127.0.0.1:{model_port}"}, cpu=PROXY_CPU,
+                   port=port), port
+
+
+def measure(name: str, url: str, pid: int | None, seconds: float, connections: int) -> dict:
+    wrk(url, connections, 1.0, BODY)  # warm up: pools filled, code paths hot
+    before = cpu_seconds(pid) if pid else 0.0
+    loaded = wrk(url, connections, seconds, BODY)
+    cpu_us = (cpu_seconds(pid) - before) / loaded.requests * 1e6 if pid else None
+    single = wrk(url, 1, seconds / 2, BODY)
+    return {"name": name, "rps": loaded.rps, "p50_ms": loaded.p50_ms, "p99_ms": loaded.p99_ms,
+            "cpu_us": cpu_us, "errors": loaded.errors + single.errors,
+            "c1_p50_ms": single.p50_ms, "c1_p99_ms": single.p99_ms}
+
+
+def render(rows: list[dict], seconds: float, connections: int) -> str:
+    by = {r["name"]: r for r in rows}
+    direct = by["direct"]
+    gw = by.get("driftgate") or by.get("driftgate-nolog") or direct
+    lines = [
+        f"Machine: {machine_line()}. Proxies pinned to CPU {PROXY_CPU}; model (nginx) and wrk on CPU 0.",
+        f"Load: wrk, {len(BODY)}-byte JSON POST, {connections} connections x {seconds:g} s; "
+        f"latency columns at 1 connection.",
+        "",
+        "| target | req/s | p50 ms | p99 ms | proxy CPU us/req | 1-conn p50 ms | 1-conn p99 ms "
+        "| added p50 ms | added p99 ms | driftgate req/s ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cpu = f"{r['cpu_us']:.0f}" if r["cpu_us"] is not None else "-"
+        added50 = r["c1_p50_ms"] - direct["c1_p50_ms"]
+        added99 = r["c1_p99_ms"] - direct["c1_p99_ms"]
+        ratio = gw["rps"] / r["rps"] if r["rps"] else float("inf")
+        err = f" ({r['errors']} errors)" if r["errors"] else ""
+        lines.append(
+            f"| {r['name']}{err} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {cpu} "
+            f"| {r['c1_p50_ms']:.3f} | {r['c1_p99_ms']:.3f} | "
+            f"{'-' if r is direct else f'{added50:+.3f}'} | {'-' if r is direct else f'{added99:+.3f}'} "
+            f"| {'-' if r is gw else f'{ratio:.2f}x'} |")
+    checks = []
+    if "aiohttp" in by:
+        checks.append(f"driftgate vs aiohttp proxy throughput: {gw['rps'] / by['aiohttp']['rps']:.2f}x "
+                      f"(target >= 1.3x)")
+    if "naive" in by:
+        checks.append(f"driftgate vs naive starlette+httpx: {gw['rps'] / by['naive']['rps']:.1f}x "
+                      f"(target >= 10x)")
+    checks.append(f"driftgate CPU per request: {gw['cpu_us']:.0f} us (target <= 250 us)")
+    if "nginx-proxy" in by:
+        checks.append(f"driftgate CPU per request vs nginx as proxy: "
+                      f"{gw['cpu_us'] / by['nginx-proxy']['cpu_us']:.1f}x")
+    checks.append(f"added latency at 1 connection: p50 {gw['c1_p50_ms'] - direct['c1_p50_ms']:+.3f} ms "
+                  f"(target <= 0.3), p99 {gw['c1_p99_ms'] - direct['c1_p99_ms']:+.3f} ms (target <= 1.5)")
+    return "\n".join(lines + [""] + [f"- {c}" for c in checks]) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--skip", nargs="*", default=[], help="targets to leave out")
+    parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
+    args = parser.parse_args()
+
+    model_port = free_port()
+    rows = []
+    with nginx_model(model_port, ANSWER):
+        direct_url = f"http://127.0.0.1:{model_port}/v1/models/churn:predict"
+        rows.append(measure("direct", direct_url, None, args.seconds, args.connections))
+        targets = {
+            "driftgate": lambda: gateway_process(model_port, access_log=True),
+            "driftgate-nolog": lambda: gateway_process(model_port, access_log=False),
+            "nginx-proxy": lambda: (lambda p: (nginx_proxy(p, model_port, PROXY_CPU), p))(free_port()),
+            "aiohttp": lambda: uvicorn_process("benchmarks.aiohttp_proxy:app", model_port),
+            "naive": lambda: uvicorn_process("benchmarks.naive_proxy:app", model_port),
+        }
+        for name, start in targets.items():
+            if name in args.skip:
+                continue
+            proc, port = start()
+            with proc:
+                time.sleep(0.5)
+                rows.append(measure(name, f"http://127.0.0.1:{port}/v1/models/churn:predict",
+                                    proc.pid, args.seconds, args.connections))
+            print(f"measured {name}: {rows[-1]['rps']:,.0f} req/s, {rows[-1]['cpu_us']:.0f} us CPU/req",
+                  file=sys.stderr)
+    report = render(rows, args.seconds, args.connections)
+    print(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
