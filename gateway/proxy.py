@@ -37,21 +37,48 @@ async def send_json(send, status: int, payload: dict, headers: list | None = Non
     return len(body)
 
 
-async def _body_stream(receive, first: bytes, limit: int, total: list[int]) -> AsyncIterator[bytes]:
-    """Relay a multi-part request body chunk by chunk, enforcing the size limit as it goes."""
-    size = len(first)
-    if size > limit:
-        raise BodyTooLarge
-    yield first
+# Request bodies up to this size are read whole before forwarding (like nginx's request
+# buffering): the upstream then never sees a body that turns out too large, and gets a
+# Content-Length. Larger bodies stream through as they arrive.
+BUFFER_REQUEST_BYTES = 1 << 20
+
+
+async def read_request_body(receive, limit: int, total: list[int]) -> bytes | AsyncIterator[bytes]:
+    """The whole body as bytes when it ends within the buffer size, else a streaming iterator.
+
+    Raises BodyTooLarge over `limit` (now or while streaming) and ClientDisconnected.
+    `total[0]` holds the body size read so far.
+    """
+    chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnected
         chunk = message.get("body", b"")
         size += len(chunk)
+        total[0] = size
         if size > limit:
             raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if size > BUFFER_REQUEST_BYTES:
+            return _stream_rest(receive, b"".join(chunks), size, limit, total)
+
+
+async def _stream_rest(receive, head: bytes, size: int, limit: int,
+                       total: list[int]) -> AsyncIterator[bytes]:
+    yield head
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
         total[0] = size
+        if size > limit:
+            raise BodyTooLarge
         yield chunk
         if not message.get("more_body", False):
             return
@@ -103,16 +130,10 @@ class ProxyApp:
                 await send_json(send, 400, {"error": "invalid Content-Length",
                                             "request_id": rid.decode()}, [(b"x-request-id", rid)])
                 return
-            message = await receive()
-            body: bytes | AsyncIterator[bytes] | None = message.get("body", b"")
-            if message.get("more_body", False):
-                body = _body_stream(receive, body, limit, request_bytes)  # type: ignore[arg-type]
-            else:
-                request_bytes[0] = len(body)  # type: ignore[arg-type]
-                if request_bytes[0] > limit:
-                    raise BodyTooLarge
-                if not body and fwd.content_length is None and not fwd.chunked:
-                    body = None  # no body and no framing header: send none
+            body: bytes | AsyncIterator[bytes] | None = await read_request_body(
+                receive, limit, request_bytes)
+            if not body and fwd.content_length is None and not fwd.chunked:
+                body = None  # no body and no framing header: send none
             target = scope.get("raw_path") or scope["path"].encode()
             if scope.get("query_string"):
                 target = target + b"?" + scope["query_string"]

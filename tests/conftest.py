@@ -1,0 +1,34 @@
+import httpx
+import pytest
+
+from tests.servers import AppServer, EchoApp, GatewayServer, gateway_yaml
+
+
+@pytest.fixture(scope="module")
+def echo():
+    app = EchoApp()
+    server = AppServer(app)
+    server.app = app
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(echo):
+    server = GatewayServer(gateway_yaml({"echo": echo.url}, [("echo", "/", "echo")]))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client():
+    with httpx.Client(timeout=10) as c:
+        yield c
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quiet_logs():
+    # JSON, warnings and up: keeps test output readable; tests that read logs use subprocesses.
+    from gateway.logs import configure_logging
+
+    configure_logging("warning", "json")

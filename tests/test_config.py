@@ -1,0 +1,81 @@
+"""Config loading: env substitution, typed validation, errors naming file, line and key."""
+
+import pytest
+
+from gateway.config import ConfigError, load_config, parse_config
+from tests.servers import ROOT, run_cli
+
+GOOD = """\
+server: {host: 127.0.0.1, port: 8080}
+admin: {port: 8090}
+upstreams:
+  iris-v1:
+    url: "http://127.0.0.1:${MODEL_PORT:-9001}"
+    timeout: {connect: 0.5, read: 5}
+routes:
+  - name: iris
+    match: {path_prefix: /v2/models/iris, methods: [post, GET]}
+    upstream: iris-v1
+"""
+
+
+def test_good_config_with_env_defaults_and_values():
+    cfg = parse_config(GOOD, env={})
+    assert cfg.upstreams["iris-v1"].url == "http://127.0.0.1:9001"
+    assert cfg.upstreams["iris-v1"].timeout.connect == 0.5
+    assert cfg.routes[0].match.methods == ["POST", "GET"]
+    assert cfg.server.max_body_bytes == 10 * 1024 * 1024
+    cfg = parse_config(GOOD, env={"MODEL_PORT": "7000"})
+    assert cfg.upstreams["iris-v1"].url == "http://127.0.0.1:7000"
+
+
+def test_unknown_upstream_names_key_and_line():
+    bad = GOOD.replace("    upstream: iris-v1", "    upstream: iris-v9")
+    with pytest.raises(ConfigError) as exc:
+        parse_config(bad, "config.yaml", env={})
+    assert str(exc.value).startswith("config.yaml:10 routes[0].upstream: unknown upstream 'iris-v9'")
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda t: t.replace("port: 8080", "port: eighty"), "config.yaml:1 server.port:"),
+    (lambda t: t.replace("read: 5", "read: -1"), "config.yaml:6 upstreams.iris-v1.timeout.read:"),
+    (lambda t: t.replace("admin: {port: 8090}", "admin: {port: 8090, prot: 1}"),
+     "config.yaml:2 admin.prot: unknown key"),
+    (lambda t: t.replace('"http://127.0.0.1:${MODEL_PORT:-9001}"', "ftp://x"),
+     "config.yaml:5 upstreams.iris-v1.url: must be an http:// or https:// URL"),
+    (lambda t: t.replace("${MODEL_PORT:-9001}", "${NOT_SET_ANYWHERE}"),
+     "config.yaml:5 upstreams.iris-v1.url: environment variable NOT_SET_ANYWHERE is not set"),
+    (lambda t: t.replace("path_prefix: /v2/models/iris", "path_prefix: v2"),
+     "config.yaml:9 routes[0].match: paths start with '/'"),
+    (lambda t: t + "  - name: iris\n    match: {path: /x}\n    upstream: iris-v1\n",
+     "config.yaml:11 routes[1].name: duplicate route name 'iris'"),
+    (lambda t: t.replace("    upstream: iris-v1\n", ""), "config.yaml:8 routes[0].upstream: Field required"),
+    (lambda t: t.replace("routes:", "routes: [\n"), "config.yaml:"),
+])
+def test_bad_configs_name_line_and_key(mutate, expected):
+    with pytest.raises(ConfigError) as exc:
+        parse_config(mutate(GOOD), "config.yaml", env={})
+    assert str(exc.value).startswith(expected), str(exc.value)
+
+
+def test_check_config_cli(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(GOOD)
+    done = run_cli("check-config", str(good))
+    assert done.returncode == 0, done.stderr
+    assert "ok (1 upstreams, 1 routes)" in done.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace("upstream: iris-v1", "upstream: nope"))
+    done = run_cli("check-config", str(bad))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"{bad}:10 routes[0].upstream: unknown upstream 'nope' "
+                                   f"(known: iris-v1)")
+    done = run_cli("serve", "--config", str(bad))
+    assert done.returncode == 2 and "routes[0].upstream" in done.stderr
+    missing = run_cli("check-config", str(tmp_path / "absent.yaml"))
+    assert missing.returncode == 2 and "cannot read config" in missing.stderr
+
+
+def test_example_config_is_valid():
+    cfg = load_config(ROOT / "config.example.yaml", env={})
+    assert cfg.routes and cfg.upstreams
