@@ -166,7 +166,7 @@ class EchoApp:
             return
         if path == "/slow":
             await asyncio.sleep(float(query.get("delay", 5)))
-        if path.startswith("/status/"):
+        if "/status/" in path:
             code = int(path.rsplit("/", 1)[1])
             await _send(send, code, orjson.dumps({"error": f"status {code}"}))
             return

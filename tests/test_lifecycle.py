@@ -1,0 +1,101 @@
+"""The gateway as a process: start, access log, readiness, SIGTERM drain."""
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+
+from tests.servers import ROOT, GatewayServer, free_port, gateway_yaml, wait_port
+
+
+def start_gateway(tmp_path, cfg_text: str) -> tuple[subprocess.Popen, dict]:
+    cfg = tmp_path / "gateway.yaml"
+    cfg.write_text(cfg_text)
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(cfg)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    started = json.loads(line)
+    assert started["event"] == "gateway started", line
+    return proc, started
+
+
+def test_sigterm_lets_in_flight_request_finish_then_exits_zero(echo, tmp_path):
+    proc, started = start_gateway(tmp_path, gateway_yaml({"echo": echo.url}, [("r", "/", "echo")]))
+    url = started["url"]
+    result = {}
+
+    def slow_call():
+        result["response"] = httpx.get(f"{url}/slow?delay=1.5", timeout=10)
+
+    t = threading.Thread(target=slow_call)
+    t.start()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    # no new connections once draining
+    try:
+        httpx.get(f"{url}/x", timeout=1)
+        refused = False
+    except httpx.TransportError:
+        refused = True
+    t.join(10)
+    out, err = proc.communicate(timeout=15)
+    assert result["response"].status_code == 200, "the in-flight request was cut off"
+    assert refused, "gateway still accepted connections while draining"
+    assert proc.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    names = [e["event"] for e in events]
+    assert "shutdown requested" in names and names[-1] == "gateway stopped"
+    access = [e for e in events if e["event"] == "access"]
+    assert len(access) == 1
+    line = access[0]
+    assert line["path"] == "/slow" and line["status"] == 200 and line["route"] == "r"
+    assert line["duration_ms"] >= 1400 and line["request_id"]
+    for key in ("variant", "upstream", "method", "upstream_ms", "request_bytes", "response_bytes"):
+        assert key in line
+
+
+def test_access_log_sampling_off_writes_no_lines(echo, tmp_path):
+    cfg = gateway_yaml({"echo": echo.url}, [("r", "/", "echo")]).replace(
+        "logging: {format: json}", "logging: {format: json, access_log: {sample_rate: 0.0}}")
+    proc, started = start_gateway(tmp_path, cfg)
+    for _ in range(5):
+        httpx.get(f"{started['url']}/x")
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=15)
+    assert '"access"' not in out
+    assert proc.returncode == 0
+
+
+def test_healthz_and_readyz_follow_upstream_reachability(echo):
+    from tests.servers import AppServer, EchoApp
+
+    port = free_port()
+    cfg = gateway_yaml({"echo": echo.url, "later": f"http://127.0.0.1:{port}"},
+                       [("up", "/up", "echo"), ("down", "/down", "later")])
+    cfg = cfg.replace("admin: {port:", "admin: {readiness_interval: 0.2, port:")
+    server = GatewayServer(cfg)
+    try:
+        assert httpx.get(f"{server.admin_url}/healthz").json()["status"] == "alive"
+        r = httpx.get(f"{server.admin_url}/readyz")
+        assert r.status_code == 503
+        assert r.json()["routes_without_upstream"] == {"down": "later"}
+        late = AppServer(EchoApp(), port=port)
+        try:
+            wait_port(port)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                r = httpx.get(f"{server.admin_url}/readyz")
+                if r.status_code == 200:
+                    break
+                time.sleep(0.1)
+            assert r.status_code == 200, r.text
+            assert sorted(r.json()["routes"]) == ["down", "up"]
+        finally:
+            late.stop()
+    finally:
+        server.stop()
