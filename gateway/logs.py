@@ -24,7 +24,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         structlog.processors.format_exc_info,
     ]
     if console:
-        processors.append(structlog.dev.ConsoleRenderer())
+        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty()))
         factory = structlog.PrintLoggerFactory(sys.stdout)
     else:
         processors.append(structlog.processors.JSONRenderer(serializer=orjson.dumps))

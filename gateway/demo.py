@@ -1,0 +1,182 @@
+"""`driftgate demo`: two demo model versions, the gateway in front, and traffic through it.
+
+Everything runs on embedded defaults and loopback ports (the usual ones when free, others when
+taken). It prints where to look, a summary of what the gateway measured, and keeps serving light
+traffic until Ctrl-C (or `--duration`), then stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.config import parse_config
+from gateway.demo_model import FEATURES, synthetic_rows
+from gateway.logs import configure_logging
+from gateway.server import Gateway
+
+DEMO_CONFIG = """
+server: {{host: 127.0.0.1, port: {port}}}
+admin: {{host: 127.0.0.1, port: {admin}}}
+logging: {{format: console, access_log: {{sample_rate: 0.01}}}}
+upstreams:
+  churn-v1: {{url: "http://127.0.0.1:{v1}"}}
+  churn-v2: {{url: "http://127.0.0.1:{v2}"}}
+routes:
+  - {{name: churn-v2-protocol, match: {{path_prefix: /v2/models/churn}}, upstream: churn-v1}}
+  - {{name: churn-v1-protocol, match: {{path_prefix: /v1/models/churn}}, upstream: churn-v1}}
+  - {{name: churn-mlflow, match: {{path: /invocations}}, upstream: churn-v2}}
+"""
+
+
+def port_or_free(preferred: int) -> int:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+
+async def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"demo model on port {port} did not start")
+
+
+def demo_request(rows: list[list], protocol: str) -> tuple[str, dict]:
+    """(path, JSON body) of one prediction request in the given protocol."""
+    if protocol == "v1":
+        return "/v1/models/churn:predict", {"instances": rows}
+    if protocol == "v2":
+        return "/v2/models/churn/infer", {"inputs": [
+            {"name": "features", "shape": [len(rows), 4], "datatype": "FP64",
+             "data": [v for r in rows for v in r[:4]]},
+            {"name": "plan", "shape": [len(rows)], "datatype": "BYTES", "data": [r[4] for r in rows]}]}
+    return "/invocations", {"dataframe_split": {"columns": list(FEATURES), "data": rows}}
+
+
+class Traffic:
+    """Steady demo traffic across the three protocols; remembers the gateway's own timing."""
+
+    def __init__(self, url: str, rate: float, stopping=lambda: False, seed: int = 7) -> None:
+        self.url = url
+        self.stopping = stopping
+        self.rate = rate
+        self.rng = np.random.default_rng(seed)
+        self.choice = random.Random(seed)
+        self.gateway_ms: list[float] = []
+        self.sent = 0
+        self.failed = 0
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(base_url=self.url, timeout=10) as client:
+            while True:
+                started = time.monotonic()
+                protocol = self.choice.choice(("v1", "v2", "mlflow"))
+                path, body = demo_request(synthetic_rows(self.choice.randint(1, 4), self.rng), protocol)
+                try:
+                    r = await client.post(path, json=body)
+                    self.sent += 1
+                    self.failed += r.status_code >= 400
+                    timing = dict(p.strip().split(";dur=") for p in r.headers["server-timing"].split(","))
+                    if len(self.gateway_ms) < 100_000:
+                        self.gateway_ms.append(float(timing["gateway"]))
+                except (httpx.HTTPError, KeyError, ValueError):
+                    if not self.stopping():  # refusals while the gateway drains are expected
+                        self.failed += 1
+                await asyncio.sleep(max(0.0, 1 / self.rate - (time.monotonic() - started)))
+
+
+async def print_summary(admin_url: str, traffic: Traffic) -> None:
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{admin_url}/metrics")).text
+    counts: dict[tuple[str, str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "driftgate_requests":
+            for s in family.samples:
+                key = (s.labels["route"], s.labels["upstream"], s.labels["code"])
+                counts[key] = counts.get(key, 0) + s.value
+    print("\n--- what the gateway measured so far (from /metrics) ---")
+    print(f"{'route':<20} {'upstream':<10} {'code':<5} requests")
+    for (route, upstream, code), n in sorted(counts.items()):
+        print(f"{route:<20} {upstream:<10} {code:<5} {n:.0f}")
+    if traffic.gateway_ms:
+        ms = np.array(traffic.gateway_ms)
+        print(f"gateway's own time per request (Server-Timing): p50 {np.percentile(ms, 50):.3f} ms, "
+              f"p99 {np.percentile(ms, 99):.3f} ms over {len(ms)} requests")
+    print(f"example: curl -s {admin_url}/metrics | grep driftgate_requests_total\n")
+
+
+async def _demo(duration: float | None, rate: float) -> int:
+    v1, v2 = port_or_free(9001), port_or_free(9002)
+    port, admin = port_or_free(8080), port_or_free(8090)
+    models = [subprocess.Popen([sys.executable, "-m", "gateway", "demo-model", "--port", str(p),
+                                "--name", "churn", "--version", version, "--seed", str(seed)])
+              for p, version, seed in ((v1, "v1", 1), (v2, "v2", 2))]
+    tasks: list[asyncio.Task] = []
+    try:
+        await asyncio.gather(wait_port(v1), wait_port(v2))
+        cfg = parse_config(DEMO_CONFIG.format(port=port, admin=admin, v1=v1, v2=v2), "<demo>")
+        gw = Gateway(cfg)
+        serving = asyncio.create_task(gw.serve())
+        await gw.started.wait()
+        url, admin_url = f"http://127.0.0.1:{gw.port}", f"http://127.0.0.1:{gw.admin_port}"
+        print(f"""
+driftgate demo
+  model churn v1    http://127.0.0.1:{v1}   (KServe V1, Open Inference V2, MLflow)
+  model churn v2    http://127.0.0.1:{v2}
+  gateway           {url}      <- point clients here
+  admin             {admin_url}      /metrics /healthz /readyz
+try:
+  curl -s -X POST {url}/v1/models/churn:predict -d '{{"instances": [[12, 70.5, 2, 21.3, "basic"]]}}'
+sending {rate:g} requests/s of V1, V2 and MLflow traffic; Ctrl-C stops everything
+""", flush=True)
+        traffic = Traffic(url, rate, stopping=lambda: gw.draining)
+        tasks.append(asyncio.create_task(traffic.run()))
+        first = min(5.0, duration) if duration else 5.0
+        await asyncio.sleep(first)
+        await print_summary(admin_url, traffic)
+        if duration is not None:
+            await asyncio.wait([serving], timeout=max(0.0, duration - first))
+            tasks[0].cancel()
+            gw.stop()
+        await serving
+        return 0 if traffic.sent and traffic.failed == 0 else 1
+    finally:
+        for task in tasks:
+            task.cancel()
+        for proc in models:
+            proc.terminate()
+        for proc in models:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+        print("demo stopped: gateway and both models are down", flush=True)
+
+
+def run_demo(duration: float | None = None, rate: float = 50.0) -> int:
+    configure_logging("info", "console")
+    try:
+        import uvloop
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover
+        runner = asyncio.Runner()
+    with runner:
+        return runner.run(_demo(duration, rate))

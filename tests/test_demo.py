@@ -1,0 +1,18 @@
+"""The README's main command: `driftgate demo` starts models + gateway, sends traffic, stops clean."""
+
+import re
+
+from tests.servers import run_cli
+
+
+def test_demo_runs_shows_metrics_and_stops_everything():
+    done = run_cli("demo", "--duration", "7", "--rate", "40", timeout=90)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "gateway           http://127.0.0.1:" in out
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(
+        r"^(churn-\S+)\s+churn-v\d\s+200\s+(\d+)$", out, re.M)}
+    assert set(counts) == {"churn-v1-protocol", "churn-v2-protocol", "churn-mlflow"}, out
+    assert sum(counts.values()) >= 100
+    assert re.search(r"gateway's own time per request \(Server-Timing\): p50 [\d.]+ ms", out)
+    assert "demo stopped: gateway and both models are down" in out
