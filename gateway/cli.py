@@ -9,7 +9,7 @@ from gateway.config import ConfigError, load_config
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from gateway.logs import configure_logging
+    from gateway.logs import configure_logging, get_logger
     from gateway.server import run
 
     try:
@@ -18,6 +18,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     configure_logging(cfg.logging.level, cfg.logging.format)
+    get_logger().info("config loaded", file=str(args.config), upstreams=len(cfg.upstreams),
+                      routes=len(cfg.routes))
     return run(cfg)
 
 

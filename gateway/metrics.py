@@ -55,6 +55,9 @@ class GatewayMetrics:
         self.response_size = Histogram(
             "driftgate_response_size_bytes", "Response body size.", ["route"],
             buckets=SIZE_BUCKETS, registry=r)
+        self.unrouted = Counter(
+            "driftgate_unrouted_requests", "Requests that matched no route (answered 404).",
+            registry=r)
         self.build_info = Info("driftgate_build", "Gateway version.", registry=r)
         self.build_info.info({"version": gateway.__version__})
         self._request_children: dict[tuple, tuple] = {}

@@ -88,6 +88,8 @@ class ProxyApp:
     def __init__(self, runtime: GatewayRuntime) -> None:
         self.runtime = runtime
         self.access_log = get_access_logger()
+        # (upstream, kind) -> (last logged, suppressed since): bounded by config names x kinds
+        self._error_log_state: dict[tuple[str, str], tuple[float, int]] = {}
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -102,6 +104,7 @@ class ProxyApp:
         rid = fwd.request_id
         route = rt.table.match(method, path)
         if route is None:
+            rt.metrics.unrouted.inc()
             await send_json(send, 404, {"error": "no route for this path", "path": path,
                                         "request_id": rid.decode()}, [(b"x-request-id", rid)])
             return
@@ -168,6 +171,7 @@ class ProxyApp:
         except UpstreamError as exc:
             error = exc
             rt.metrics.upstream_error(upstream.name, exc.kind)
+            self._log_upstream_error(upstream.name, exc, rid)
             if status:  # headers already sent: all we can do is cut the response short
                 raise
             status = exc.status
@@ -210,6 +214,18 @@ class ProxyApp:
         finally:
             watcher.cancel()
             resp.abort()  # no-op when the body was read to the end
+
+    def _log_upstream_error(self, upstream: str, exc: UpstreamError, rid: bytes) -> None:
+        """One warning per upstream and error kind every 5 s, with how many it stands for."""
+        key = (upstream, exc.kind)
+        now = time.monotonic()
+        last, suppressed = self._error_log_state.get(key, (0.0, 0))
+        if now - last < 5.0:
+            self._error_log_state[key] = (last, suppressed + 1)
+            return
+        self._error_log_state[key] = (now, 0)
+        self.runtime.log.warning("upstream error", upstream=upstream, kind=exc.kind, error=str(exc),
+                                 request_id=rid.decode(), similar_errors_not_logged=suppressed)
 
     def _access_log(self, scope, fwd: ForwardedRequest, route: Route, status: int,
                     duration: float, upstream_dur: float | None, request_bytes: int,

@@ -159,8 +159,8 @@ class EchoApp:
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"text/event-stream")]})
             for i in range(int(query.get("n", 5))):
-                await send({"type": "http.response.body", "body": f"data: token-{i} {time.time()}\n\n".encode(),
-                            "more_body": True})
+                event = f"data: token-{i} {time.time()}\n\n".encode()
+                await send({"type": "http.response.body", "body": event, "more_body": True})
                 await asyncio.sleep(float(query.get("delay", 0.2)))
             await send({"type": "http.response.body", "body": b""})
             return

@@ -17,6 +17,8 @@ def start_gateway(tmp_path, cfg_text: str) -> tuple[subprocess.Popen, dict]:
     cfg.write_text(cfg_text)
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(cfg)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    loaded = json.loads(proc.stdout.readline())
+    assert loaded["event"] == "config loaded" and loaded["routes"] >= 1
     line = proc.stdout.readline()
     started = json.loads(line)
     assert started["event"] == "gateway started", line

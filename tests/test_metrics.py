@@ -58,6 +58,7 @@ def test_counts_durations_sizes_and_errors(echo):
         assert value(size, "driftgate_request_size_bytes_count", route="model") == 10
         assert value(m["driftgate_requests_in_flight"], "driftgate_requests_in_flight",
                      route="model") == 0
+        assert value(m["driftgate_unrouted_requests"], "driftgate_unrouted_requests_total") == 1
         build = [s for s in m["driftgate_build_info"] if s.name == "driftgate_build_info"]
         assert build and build[0].labels["version"]
     finally:
