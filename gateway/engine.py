@@ -91,6 +91,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.reused = False
         self.idle_since = 0.0
+        self.write_paused = False
+        self.drained: asyncio.Future[None] | None = None
         self._reset_exchange()
 
     def _reset_exchange(self) -> None:
@@ -133,6 +135,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.resume_writing()  # release a sender waiting for the buffer to drain
         self.pool._forget(self)
         if self.headers_done and not self.done and not self.framed:
             self.done = True  # body delimited by connection close (HTTP/1.0 style)
@@ -146,11 +149,16 @@ class _Connection(asyncio.Protocol):
             self._fail(err)
         self._cancel_timer()
 
-    def pause_writing(self) -> None:  # pragma: no cover - only under a stalled upstream
-        pass
+    def pause_writing(self) -> None:
+        self.write_paused = True
 
-    def resume_writing(self) -> None:  # pragma: no cover
-        pass
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        drained = self.drained
+        if drained is not None:
+            self.drained = None
+            if not drained.done():
+                drained.set_result(None)
 
     # -- httptools callbacks -----------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -264,6 +272,10 @@ class _Connection(asyncio.Protocol):
             else:
                 transport.write(chunk)
             self.last_activity = self.loop.time()
+            if self.write_paused and not self.closed:
+                # The upstream reads slower than the client sends: wait instead of buffering.
+                self.drained = self.loop.create_future()
+                await self.drained
         else:
             if chunked and not self.closed:
                 transport.write(b"0\r\n\r\n")
