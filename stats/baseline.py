@@ -1,0 +1,55 @@
+"""Fit a schema and its reference state from baseline data, with HBOS calibrated on it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from stats.schema import NUMERIC, Schema, columns_from
+from stats.state import HBOS_OUTLIER_ROWS, StreamState
+from stats.table import to_batch
+
+HBOS_SMOOTHING = 0.5  # pseudo-count per bin: unseen bins get a low but finite density
+
+
+def hbos_log_density(schema: Schema, counts: np.ndarray) -> np.ndarray:
+    """-log of each bin's baseline density (F x B): probability over bin width for numeric bins.
+
+    The underflow and overflow bins, empty in the baseline, take the mean inner width, so a
+    value beyond the baseline's range scores as rare as a pseudo-count allows.
+    """
+    out = np.zeros((schema.n_features, schema.n_bins + 2))
+    for i, f in enumerate(schema.features):
+        nb = f.n_bins
+        c = counts[i, :nb].astype(np.float64)
+        p = (c + HBOS_SMOOTHING) / (c.sum() + HBOS_SMOOTHING * nb)
+        if f.kind == NUMERIC:
+            e = np.asarray(f.edges)
+            inner = np.diff(e)
+            span = e[-1] - e[0]
+            floor = max(span * 1e-6, 1e-12)
+            mean_width = max(inner.mean() if inner.size else floor, floor)
+            widths = np.concatenate([[mean_width], np.maximum(inner, floor), [mean_width]])
+            p = p / widths
+        out[i, :nb] = -np.log(p)
+    return out
+
+
+def fit_baseline(data, names: Sequence[str] | None = None, hbos_quantile: float = 0.999,
+                 **schema_options) -> tuple[Schema, StreamState]:
+    """(schema, reference state) from baseline data; the HBOS threshold is the baseline's
+    `hbos_quantile` row score, so about 0.1% of baseline rows count as multivariate outliers."""
+    columns = columns_from(data, names)
+    schema = Schema.from_baseline(columns, **schema_options)
+    batch = to_batch(columns, schema)
+    first = StreamState(schema)
+    first.update(batch)
+    schema.set_hbos(hbos_log_density(schema, first.counts), np.inf)
+    reference = StreamState(schema)
+    scores = np.empty(batch.matrix.shape[0])
+    reference.update(batch, scores_out=scores)
+    threshold = float(np.quantile(scores, hbos_quantile)) if scores.size else np.inf
+    schema.set_hbos(schema.hbos_log_density, threshold)
+    reference.rows[HBOS_OUTLIER_ROWS] = int((scores > threshold).sum())
+    return schema, reference

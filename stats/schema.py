@@ -1,0 +1,257 @@
+"""Feature specs taken from baseline (reference) data: fixed bins, expected ranges, categories.
+
+Every histogram in `stats` lives on a schema's bins, so histograms from any window, worker or
+replica built on the same schema add up exactly.
+
+Bin layout per feature (padded to the schema's widest feature):
+- numeric with k inner bins from baseline quantiles (edges e0..ek):
+  0 = underflow (x < e0), 1..k = [e(i-1), e(i)) with the last one closed, k+1 = overflow (x > ek)
+- categorical with C categories: 0..C-1 the baseline's top categories, C = every other value
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+NUMERIC = "numeric"
+# The kernel's unrolled binary search covers this many inner edges (see stats.kernels).
+SEARCH_WIDTH = 64
+MAX_NUMERIC_BINS = SEARCH_WIDTH - 1
+TAIL_QUANTILES = (0.001, 0.01, 0.025, 0.975, 0.99, 0.999)
+CATEGORICAL = "categorical"
+
+# Columns of Schema.params, read by the numba kernels.
+P_IS_CAT, P_N_INNER_EDGES, P_LAST_EDGE, P_LOW, P_HIGH, P_SHIFT, P_N_BINS = range(7)
+N_PARAMS = 7
+
+
+@dataclass
+class FeatureSpec:
+    name: str
+    kind: str = NUMERIC
+    edges: list[float] = field(default_factory=list)       # numeric: e0..ek
+    categories: list[str] = field(default_factory=list)    # categorical: top K
+    low: float = -np.inf                                    # expected range (numeric)
+    high: float = np.inf
+    center: float = 0.0                                     # baseline mean: keeps sums well conditioned
+    # Per-feature thresholds; None takes the DriftConfig default.
+    stat_threshold: float | None = None
+    outlier_threshold: float | None = None
+
+    @property
+    def n_bins(self) -> int:
+        if self.kind == CATEGORICAL:
+            return len(self.categories) + 1
+        return len(self.edges) + 1  # (k inner) + underflow + overflow, k = len(edges) - 1
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _column_is_categorical(values: Sequence) -> bool:
+    """Strings (or booleans) that are not numbers make a column categorical."""
+    seen = 0
+    for v in values:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            continue
+        if isinstance(v, (str, bool, np.str_, np.bool_)):
+            if isinstance(v, str):
+                try:
+                    float(v)
+                    seen += 1
+                    continue
+                except ValueError:
+                    return True
+            return True
+        seen += 1
+    return False
+
+
+def columns_from(data, names: Sequence[str] | None = None) -> dict[str, list | np.ndarray]:
+    """Columns of a table given as a numpy array, dict of columns, list of rows, or CSV path."""
+    if isinstance(data, (str, Path)):
+        with open(data, newline="") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            header = reader.fieldnames or []
+        return {name: [r.get(name) for r in rows] for name in header}
+    if isinstance(data, np.ndarray):
+        if data.ndim != 2:
+            raise ValueError(f"expected a 2-D array, got shape {data.shape}")
+        names = list(names) if names is not None else [f"f{i}" for i in range(data.shape[1])]
+        if len(names) != data.shape[1]:
+            raise ValueError(f"{len(names)} names for {data.shape[1]} columns")
+        return {name: data[:, i] for i, name in enumerate(names)}
+    if isinstance(data, Mapping):
+        return {str(k): v for k, v in data.items()}
+    rows = list(data)
+    if not rows:
+        raise ValueError("baseline has no rows")
+    if isinstance(rows[0], Mapping):
+        keys: dict[str, None] = {}
+        for r in rows:
+            keys.update(dict.fromkeys(r))
+        return {k: [r.get(k) for r in rows] for k in keys}
+    width = max(len(r) for r in rows)
+    names = list(names) if names is not None else [f"f{i}" for i in range(width)]
+    return {name: [r[i] if i < len(r) else None for r in rows] for i, name in enumerate(names)}
+
+
+def _numeric(values) -> np.ndarray:
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        arr = np.array([float(v) if _is_number(v) or _parses(v) else np.nan for v in values])
+    return arr
+
+
+def _parses(v) -> bool:
+    if isinstance(v, str):
+        try:
+            float(v)
+            return True
+        except ValueError:
+            return False
+    return False
+
+
+def numeric_spec(name: str, values, n_bins: int = 20, low: float | None = None,
+                 high: float | None = None, range_quantile: float = 0.001) -> FeatureSpec:
+    arr = _numeric(values)
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0:
+        raise ValueError(f"feature {name!r}: no finite baseline values")
+    # Quantile edges, plus a few in the tails: a tail bin from q95 to the maximum is too wide
+    # to place a p95 inside it, and q0.001 / q0.999 are the default expected range.
+    probs = np.union1d(np.linspace(0, 1, n_bins + 1), TAIL_QUANTILES) if n_bins >= 4 else \
+        np.linspace(0, 1, n_bins + 1)
+    edges = np.unique(np.quantile(arr, probs))
+    if edges.size < 2:
+        edges = np.array([edges[0], edges[0]])  # a constant feature: one closed bin [v, v]
+    lo = float(np.quantile(arr, range_quantile)) if low is None else float(low)
+    hi = float(np.quantile(arr, 1 - range_quantile)) if high is None else float(high)
+    return FeatureSpec(name, NUMERIC, edges=[float(e) for e in edges], low=lo, high=hi,
+                       center=float(arr.mean()))
+
+
+def categorical_spec(name: str, values, top_k: int = 50) -> FeatureSpec:
+    counts = Counter(str(v) for v in values if v is not None and not (isinstance(v, float) and np.isnan(v)))
+    return FeatureSpec(name, CATEGORICAL, categories=[c for c, _ in counts.most_common(top_k)])
+
+
+class Schema:
+    """The features of one model input (or output), with arrays laid out for the kernels."""
+
+    def __init__(self, features: Sequence[FeatureSpec]) -> None:
+        if not features:
+            raise ValueError("a schema needs at least one feature")
+        names = [f.name for f in features]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate feature names in {names}")
+        self.features = list(features)
+        self.names = names
+        self.index = {n: i for i, n in enumerate(names)}
+        self.n_features = len(features)
+        self.n_bins = max(f.n_bins for f in features)
+        # Inner edges e0..e(k-1) padded with +inf to the kernel's fixed search width.
+        for f in features:
+            if f.kind == NUMERIC and not 2 <= len(f.edges) <= MAX_NUMERIC_BINS + 1:
+                raise ValueError(f"feature {f.name!r}: {len(f.edges) - 1} bins, "
+                                 f"allowed 1..{MAX_NUMERIC_BINS}")
+        self.search_edges = np.full((self.n_features, SEARCH_WIDTH), np.inf)
+        self.params = np.zeros((self.n_features, N_PARAMS))
+        self.category_codes: list[dict[str, int] | None] = []
+        for i, f in enumerate(features):
+            p = self.params[i]
+            p[P_N_BINS] = f.n_bins
+            if f.kind == CATEGORICAL:
+                p[P_IS_CAT] = 1.0
+                p[P_LOW], p[P_HIGH] = -np.inf, np.inf
+                self.category_codes.append({c: j for j, c in enumerate(f.categories)})
+            else:
+                edges = np.asarray(f.edges, dtype=np.float64)
+                self.search_edges[i, : edges.size - 1] = edges[:-1]
+                p[P_N_INNER_EDGES] = edges.size - 1
+                p[P_LAST_EDGE] = edges[-1]
+                p[P_LOW], p[P_HIGH] = f.low, f.high
+                p[P_SHIFT] = f.center
+                self.category_codes.append(None)
+        self.is_categorical = self.params[:, P_IS_CAT] > 0
+        self.bin_valid = np.arange(self.n_bins)[None, :] < self.params[:, P_N_BINS][:, None]
+        # HBOS: -log baseline density per bin, and the score above which a row is an outlier.
+        # Uncalibrated until stats.baseline.fit_baseline sets them: no row is an outlier.
+        # Two extra columns, always 0: the NaN and inf "bins" add nothing to a row's score.
+        self.hbos_log_density = np.zeros((self.n_features, self.n_bins + 2))
+        self.hbos_threshold = np.inf
+
+    def set_hbos(self, log_density: np.ndarray, threshold: float) -> None:
+        if log_density.shape != (self.n_features, self.n_bins + 2):
+            raise ValueError(f"HBOS table shape {log_density.shape} does not fit the schema")
+        self.hbos_log_density = np.ascontiguousarray(log_density, dtype=np.float64)
+        self.hbos_threshold = float(threshold)
+
+    @classmethod
+    def from_baseline(cls, data, names: Sequence[str] | None = None, n_bins: int = 20,
+                      top_k: int = 50, categorical: Iterable[str] = (),
+                      overrides: Mapping[str, Mapping] | None = None,
+                      range_quantile: float = 0.001) -> Schema:
+        """Specs from baseline data: numeric bins at quantiles, categories by frequency.
+
+        `overrides` per feature: {"min": .., "max": .., "categorical": bool, "bins": int,
+        "stat_threshold": .., "outlier_threshold": ..}.
+        """
+        columns = columns_from(data, names)
+        overrides = overrides or {}
+        forced = set(categorical)
+        specs = []
+        for name, values in columns.items():
+            o = dict(overrides.get(name, {}))
+            is_cat = o.get("categorical", name in forced or _column_is_categorical(values))
+            if is_cat:
+                spec = categorical_spec(name, values, top_k)
+            else:
+                spec = numeric_spec(name, values, o.get("bins", n_bins), o.get("min"), o.get("max"),
+                                    range_quantile)
+            spec.stat_threshold = o.get("stat_threshold")
+            spec.outlier_threshold = o.get("outlier_threshold")
+            specs.append(spec)
+        return cls(specs)
+
+    def bin_bounds(self, vmin: np.ndarray, vmax: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper value of every numeric bin (F x B); the tails end at vmin / vmax."""
+        lower = np.zeros((self.n_features, self.n_bins))
+        upper = np.zeros((self.n_features, self.n_bins))
+        for i, f in enumerate(self.features):
+            if f.kind != NUMERIC:
+                continue
+            e = np.asarray(f.edges)
+            lo_tail = min(vmin[i], e[0]) if np.isfinite(vmin[i]) else e[0]
+            hi_tail = max(vmax[i], e[-1]) if np.isfinite(vmax[i]) else e[-1]
+            lows = np.concatenate([[lo_tail], e])
+            highs = np.concatenate([e, [hi_tail]])
+            lower[i, : lows.size] = lows
+            upper[i, : highs.size] = highs
+        return lower, upper
+
+    def to_json(self) -> str:
+        return json.dumps([asdict(f) for f in self.features],
+                          default=lambda v: float(v))
+
+    @classmethod
+    def from_json(cls, text: str) -> Schema:
+        return cls([FeatureSpec(**d) for d in json.loads(text)])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Schema) and self.to_json() == other.to_json()
+
+    def __repr__(self) -> str:
+        kinds = Counter(f.kind for f in self.features)
+        return f"Schema({self.n_features} features: {dict(kinds)}, {self.n_bins} bins)"

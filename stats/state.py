@@ -1,0 +1,236 @@
+"""Streaming state of one stream (say, one route x variant's inputs) on one schema.
+
+Fixed size whatever the traffic: per feature a histogram on the schema's bins, exact moments
+(count, mean, M2, min, max), NaN / inf / out-of-range counts, missing values by kind; per
+stream the row count and HBOS outlier rows. States on the same schema merge exactly: counts
+add, moments combine by Chan's formula, so the state of a whole stream equals the merge of the
+states of its parts (workers, replicas, time slices).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from stats.kernels import (
+    M_M2,
+    M_MAX,
+    M_MEAN,
+    M_MIN,
+    M_N,
+    BLOCK,
+    N_SCRATCH,
+    R_HBOS_OUTLIERS,
+    R_ROWS,
+    empty_moments,
+    ingest,
+    merge_moments,
+)
+from stats.schema import CATEGORICAL, NUMERIC, Schema
+from stats.table import KIND_NAMES, to_batch
+
+FORMAT_VERSION = 1
+# Entries of StreamState.rows
+ROWS, HBOS_OUTLIER_ROWS, RAGGED_ROWS, EXTRA_VALUES = range(4)
+_NO_SCORES = np.empty(0)
+
+
+class StreamState:
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        f, b = schema.n_features, schema.n_bins
+        # The histogram, then NaN and inf counts: the kernel bins missing values like others.
+        self.counts = np.zeros((f, b + 2), dtype=np.int64)
+        self.moments = empty_moments(f)
+        self.kinds = np.zeros((f, len(KIND_NAMES)), dtype=np.int64)
+        self.rows = np.zeros(4, dtype=np.int64)
+        self._scratch = np.zeros((N_SCRATCH, f))
+        self._bins = np.zeros((BLOCK, f), dtype=np.int64)
+
+    # -- updating ------------------------------------------------------------------------------
+    def update(self, data, scores_out: np.ndarray | None = None) -> None:
+        """Add a batch: a numeric matrix (rows x features), a dict of columns or a list of rows.
+
+        Bad values never raise: they are counted (see `missing_by_kind`, `rows`).
+        """
+        batch = to_batch(data, self.schema)
+        if batch.matrix.shape[0] == 0:
+            return
+        s = self.schema
+        ingest(batch.matrix, s.search_edges, s.params, self.counts, self.moments, self.rows,
+               s.hbos_log_density, s.hbos_threshold,
+               _NO_SCORES if scores_out is None else scores_out, self._scratch, self._bins)
+        self.kinds += batch.kinds
+        self.rows[RAGGED_ROWS] += batch.ragged_rows
+        self.rows[EXTRA_VALUES] += batch.extra_columns
+
+    def update_matrix(self, x: np.ndarray) -> None:
+        """The fast path for a float64 C-contiguous (rows x features) matrix: one kernel call."""
+        s = self.schema
+        ingest(x, s.search_edges, s.params, self.counts, self.moments, self.rows,
+               s.hbos_log_density, s.hbos_threshold, _NO_SCORES, self._scratch, self._bins)
+
+    def reset(self) -> None:
+        self.counts[:] = 0
+        self.moments[:] = empty_moments(self.schema.n_features)
+        self.kinds[:] = 0
+        self.rows[:] = 0
+
+    # -- merging -------------------------------------------------------------------------------
+    def merge(self, other: StreamState) -> StreamState:
+        if other.schema is not self.schema and other.schema != self.schema:
+            raise ValueError("states on different schemas cannot be merged")
+        out = StreamState(self.schema)
+        out.counts = self.counts + other.counts
+        out.moments = merge_moments(self.moments, other.moments)
+        out.kinds = self.kinds + other.kinds
+        out.rows = self.rows + other.rows
+        return out
+
+    __add__ = merge
+
+    @classmethod
+    def merged(cls, schema: Schema, states: list[StreamState]) -> StreamState:
+        out = cls(schema)
+        for st in states:
+            out = out.merge(st)
+        return out
+
+    def copy(self) -> StreamState:
+        out = StreamState(self.schema)
+        out.counts, out.moments = self.counts.copy(), self.moments.copy()
+        out.kinds, out.rows = self.kinds.copy(), self.rows.copy()
+        return out
+
+    # -- reading -------------------------------------------------------------------------------
+    @property
+    def n_rows(self) -> int:
+        return int(self.rows[R_ROWS])
+
+    @property
+    def histogram(self) -> np.ndarray:
+        """Counts per bin (F x B), missing values excluded."""
+        return self.counts[:, : self.schema.n_bins]
+
+    @property
+    def nan_count(self) -> np.ndarray:
+        return self.counts[:, self.schema.n_bins]
+
+    @property
+    def inf_count(self) -> np.ndarray:
+        return self.counts[:, self.schema.n_bins + 1]
+
+    @property
+    def n_values(self) -> np.ndarray:
+        """Values offered per feature, missing ones included."""
+        return self.counts.sum(axis=1).astype(np.float64)
+
+    @property
+    def n_present(self) -> np.ndarray:
+        return self.histogram.sum(axis=1).astype(np.float64)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.where(self.moments[:, M_N] > 0, self.moments[:, M_MEAN], np.nan)
+
+    @property
+    def std(self) -> np.ndarray:
+        n = self.moments[:, M_N]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 1, np.sqrt(self.moments[:, M_M2] / np.maximum(n - 1, 1)), np.nan)
+
+    @property
+    def minimum(self) -> np.ndarray:
+        return self.moments[:, M_MIN]
+
+    @property
+    def maximum(self) -> np.ndarray:
+        return self.moments[:, M_MAX]
+
+    @property
+    def missing(self) -> np.ndarray:
+        return (self.nan_count + self.inf_count).astype(np.float64)
+
+    def missing_by_kind(self) -> dict[str, dict[str, int]]:
+        """{feature: {null, absent, wrong_type, nan, inf}}."""
+        out = {}
+        for i, name in enumerate(self.schema.names):
+            kinds = {k: int(self.kinds[i, j]) for j, k in enumerate(KIND_NAMES)}
+            kinds["nan"] = int(self.nan_count[i]) - sum(kinds.values())
+            kinds["inf"] = int(self.inf_count[i])
+            out[name] = kinds
+        return out
+
+    def summary(self) -> dict:
+        """A JSON-friendly view: per feature count, mean, std, min, max, missing."""
+        feats = {}
+        for i, f in enumerate(self.schema.features):
+            item: dict = {"kind": f.kind, "count": int(self.n_present[i]),
+                          "missing": int(self.missing[i])}
+            if f.kind == NUMERIC and self.moments[i, M_N] > 0:
+                item.update(mean=float(self.mean[i]), std=_f(self.std[i]),
+                            min=float(self.minimum[i]), max=float(self.maximum[i]))
+            elif f.kind == CATEGORICAL:
+                item["top"] = {c: int(self.counts[i, j]) for j, c in enumerate(f.categories[:10])}
+                item["other"] = int(self.counts[i, len(f.categories)])
+            feats[f.name] = item
+        return {"rows": self.n_rows, "hbos_outlier_rows": int(self.rows[HBOS_OUTLIER_ROWS]),
+                "ragged_rows": int(self.rows[RAGGED_ROWS]), "features": feats}
+
+    # -- persistence ---------------------------------------------------------------------------
+    def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        return {f"{prefix}counts": self.counts, f"{prefix}moments": self.moments,
+                f"{prefix}kinds": self.kinds, f"{prefix}rows": self.rows}
+
+    @classmethod
+    def from_arrays(cls, schema: Schema, arrays, prefix: str = "") -> StreamState:
+        st = cls(schema)
+        for name in ("counts", "moments", "kinds", "rows"):
+            value = np.asarray(arrays[f"{prefix}{name}"])
+            if value.shape != getattr(st, name).shape:
+                raise ValueError(f"{prefix}{name}: shape {value.shape} does not fit the schema")
+            setattr(st, name, value.astype(getattr(st, name).dtype))
+        return st
+
+    def save(self, path: str | Path) -> None:
+        save_states(path, self.schema, {"state": self})
+
+    @classmethod
+    def load(cls, path: str | Path) -> StreamState:
+        _, states = load_states(path)
+        return states["state"]
+
+
+def _f(v: float) -> float | None:
+    return None if not np.isfinite(v) else float(v)
+
+
+def save_states(path: str | Path, schema: Schema, states: dict[str, StreamState]) -> None:
+    """One compressed npz: format version, schema (with HBOS calibration) and named states."""
+    arrays: dict[str, np.ndarray] = {
+        "format_version": np.array(FORMAT_VERSION),
+        "schema_json": np.array(schema.to_json()),
+        "hbos_log_density": schema.hbos_log_density,
+        "hbos_threshold": np.array(schema.hbos_threshold),
+        "state_names": np.array(json.dumps(list(states))),
+    }
+    for name, st in states.items():
+        arrays.update(st.to_arrays(f"state.{name}."))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    Path(path).write_bytes(buf.getvalue())
+
+
+def load_states(path: str | Path) -> tuple[Schema, dict[str, StreamState]]:
+    with np.load(path, allow_pickle=False) as data:
+        version = int(data["format_version"])
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{path}: state format {version}, this driftgate reads {FORMAT_VERSION}")
+        schema = Schema.from_json(str(data["schema_json"]))
+        schema.set_hbos(np.asarray(data["hbos_log_density"]), float(data["hbos_threshold"]))
+        names = json.loads(str(data["state_names"]))
+        states = {n: StreamState.from_arrays(schema, data, f"state.{n}.") for n in names}
+    return schema, states
