@@ -241,7 +241,7 @@ def evaluate(reference: StreamState, current: StreamState,
     # Wasserstein-1 on bin positions (centres; the tails end at the reference min/max).
     lower, upper = schema.bin_bounds(reference.minimum, reference.maximum)
     centres = (lower + upper) / 2
-    last_valid = schema.params[:, 6].astype(int) - 1
+    last_valid = schema.bins_per_feature - 1
     centres = np.where(valid, centres, centres[np.arange(len(centres)), last_valid][:, None])
     gaps = np.diff(centres, axis=1)
     cdf_gap = np.abs(np.cumsum(p, axis=1) - np.cumsum(q, axis=1))[:, :-1]
@@ -252,8 +252,7 @@ def evaluate(reference: StreamState, current: StreamState,
     chi_v, chi_p = chi_squared(ref_h, cur_h, valid)
 
     # Key statistics with standard errors of the difference.
-    stat_thr = np.array([f.stat_threshold if f.stat_threshold is not None else cfg.stat_threshold
-                         for f in schema.features])
+    stat_thr = np.where(np.isnan(schema.stat_thresholds), cfg.stat_threshold, schema.stat_thresholds)
     cur_lower, cur_upper = schema.bin_bounds(current.minimum, current.maximum)
     statistics: dict[str, dict[str, np.ndarray]] = {}
     sd_c = current.std
@@ -296,7 +295,7 @@ def evaluate(reference: StreamState, current: StreamState,
     miss_c = current.missing / np.maximum(nv_c, 1)
     missing_flag = (nv_c >= cfg.min_samples) & (
         wilson_lower(current.missing, nv_c, cfg.rate_z) > miss_r + cfg.missing_threshold)
-    n_cats = schema.params[:, 6].astype(int) - 1
+    n_cats = schema.bins_per_feature - 1
     rows_idx = np.arange(len(is_cat))
     unseen_r = np.where(is_cat, ref_h[rows_idx, np.maximum(n_cats, 0)], 0.0)
     unseen_c = np.where(is_cat, cur_h[rows_idx, np.maximum(n_cats, 0)], 0.0)
@@ -304,8 +303,8 @@ def evaluate(reference: StreamState, current: StreamState,
     out_c = np.where(is_cat, unseen_c, current.moments[:, M_LOW] + current.moments[:, M_HIGH])
     out_rate_r = out_r / np.maximum(n_r, 1)
     out_rate_c = out_c / np.maximum(n_c, 1)
-    out_thr = np.array([f.outlier_threshold if f.outlier_threshold is not None
-                        else cfg.outlier_threshold for f in schema.features])
+    out_thr = np.where(np.isnan(schema.outlier_thresholds), cfg.outlier_threshold,
+                       schema.outlier_thresholds)
     # Numeric: the share outside the expected range itself; categorical: the rise of unseen ones.
     out_base = np.where(is_cat, out_rate_r, 0.0)
     outlier_flag = enough & (wilson_lower(out_c, n_c, cfg.rate_z) > out_base + out_thr)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from stats.schema import (  # noqa: F401  (SEARCH_WIDTH: the search below is unrolled for it)
+from stats.schema import (
+    P_HBOS_THRESHOLD,
     P_HIGH,
     P_IS_CAT,
     P_LAST_EDGE,
@@ -36,35 +37,39 @@ def empty_moments(n_features: int) -> np.ndarray:
     return m
 
 
-# Rows of the per-batch scratch array (S x F) the kernel accumulates into before merging.
-S_N, S_SUM, S_SQ, S_MIN, S_MAX, S_LOW, S_HIGH = range(7)
-N_SCRATCH = 7
+# Rows of the kernel's per-call accumulators.
+A_N, A_SUM, A_SQ, A_MIN, A_MAX, A_LOW, A_HIGH = range(N_MOMENTS)
 # Rows per block: bins of a block are found first (a tight, branch-free loop), then counted.
 BLOCK = 256
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def ingest(x, search_edges, params, counts, moments, rows, log_density, hbos_threshold,
-           scores_out, scratch, bins):
-    """Update counts, moments and rows in place from the batch x (n x F float64).
+def ingest(x, model, params, counts, moments, scores_out):
+    """Update a state in place from the batch x (n x F float64).
 
-    counts (F x B+2 int64): the histogram, then NaN and inf counts in the last two columns.
-    log_density (F x B+2): -log of each bin's baseline density (HBOS; 0 for NaN/inf columns);
-    row scores go to `scores_out` (length n, or length 0 to skip storing them).
-    scratch (N_SCRATCH x F) and bins (BLOCK x F int64) are reused buffers, so a single-row
-    update allocates nothing. Three passes per block, each simple enough to run fast:
-    bin lookup (unrolled branch-free binary search), counts + HBOS scores, moments.
+    Six arguments on purpose: numba's dispatch costs ~50 ns per argument, which is most of a
+    single-row update, so related arrays travel packed:
+    model (F x SEARCH_WIDTH + B+2): inner bin edges padded with +inf, then -log baseline
+      density per bin (HBOS; 0 in the NaN and inf columns);
+    params (N_PARAMS x F): per-feature constants, one row per field;
+    counts ((F+1) x B+2 int64): per feature the histogram, then NaN and inf counts; the last
+      row holds the stream counters (rows, HBOS outlier rows, ...);
+    moments (F x N_MOMENTS): the running moments;
+    scores_out: row scores (length n), or length 0 not to keep them.
+    Three passes per block, each simple enough to run fast: bin lookup (an unrolled,
+    branch-free binary search), counts + HBOS scores, moments.
     """
     n, n_features = x.shape
+    # model's edges sit at [f, 0:SEARCH_WIDTH], its densities at [f, SEARCH_WIDTH + b]
+    # (indexing the C-contiguous array itself: slices would be strided views, 30% slower).
     nan_bin = counts.shape[1] - 2
+    hbos_threshold = params[P_HBOS_THRESHOLD, 0]
+    bins = np.empty((min(n, BLOCK), n_features), dtype=np.int64)
+    # Accumulators, one row per quantity: the moments pass over features then vectorizes.
+    acc = np.zeros((N_MOMENTS, n_features))
     for f in range(n_features):
-        scratch[S_N, f] = 0.0
-        scratch[S_SUM, f] = 0.0
-        scratch[S_SQ, f] = 0.0
-        scratch[S_MIN, f] = np.inf
-        scratch[S_MAX, f] = -np.inf
-        scratch[S_LOW, f] = 0.0
-        scratch[S_HIGH, f] = 0.0
+        acc[A_MIN, f] = np.inf
+        acc[A_MAX, f] = -np.inf
     hbos_outliers = 0
     keep_scores = scores_out.shape[0] == n
     for start in range(0, n, BLOCK):
@@ -72,22 +77,22 @@ def ingest(x, search_edges, params, counts, moments, rows, log_density, hbos_thr
         for r in range(m):
             for f in range(n_features):
                 v = x[start + r, f]
-                if params[f, P_IS_CAT] > 0.0:
-                    last = int(params[f, P_N_BINS]) - 1
+                if params[P_IS_CAT, f] > 0.0:
+                    last = int(params[P_N_BINS, f]) - 1
                     b = int(v) if v - v == 0.0 else 0
                     if b < 0 or b > last:
                         b = last
                 else:
                     # Unrolled for SEARCH_WIDTH = 64 inner edges: the count of edges <= v.
                     # (A loop with a runtime trip count runs 4x slower.)
-                    pos = 32 * (search_edges[f, 31] <= v)
-                    pos += 16 * (search_edges[f, pos + 15] <= v)
-                    pos += 8 * (search_edges[f, pos + 7] <= v)
-                    pos += 4 * (search_edges[f, pos + 3] <= v)
-                    pos += 2 * (search_edges[f, pos + 1] <= v)
-                    pos += search_edges[f, pos] <= v
-                    pos += search_edges[f, pos] <= v
-                    b = pos + (v > params[f, P_LAST_EDGE])
+                    pos = 32 * (model[f, 31] <= v)
+                    pos += 16 * (model[f, pos + 15] <= v)
+                    pos += 8 * (model[f, pos + 7] <= v)
+                    pos += 4 * (model[f, pos + 3] <= v)
+                    pos += 2 * (model[f, pos + 1] <= v)
+                    pos += model[f, pos] <= v
+                    pos += model[f, pos] <= v
+                    b = pos + (v > params[P_LAST_EDGE, f])
                 if v - v != 0.0:  # NaN, or inf (inf - inf is NaN)
                     b = nan_bin if v != v else nan_bin + 1
                 bins[r, f] = b
@@ -96,42 +101,41 @@ def ingest(x, search_edges, params, counts, moments, rows, log_density, hbos_thr
             for f in range(n_features):
                 b = bins[r, f]
                 counts[f, b] += 1
-                score += log_density[f, b]
+                score += model[f, SEARCH_WIDTH + b]
             hbos_outliers += score > hbos_threshold
             if keep_scores:
                 scores_out[start + r] = score
         for r in range(m):
             for f in range(n_features):
                 v = x[start + r, f]
-                # Branch-free so the loop over features vectorizes; NaN/inf and categorical
-                # values add zeros (low/high of a categorical feature are -inf/+inf).
-                ok = v - v == 0.0 and params[f, P_IS_CAT] == 0.0
-                d = v - params[f, P_SHIFT] if ok else 0.0
-                scratch[S_N, f] += ok
-                scratch[S_SUM, f] += d
-                scratch[S_SQ, f] += d * d
-                scratch[S_MIN, f] = min(scratch[S_MIN, f], v if ok else np.inf)
-                scratch[S_MAX, f] = max(scratch[S_MAX, f], v if ok else -np.inf)
-                scratch[S_LOW, f] += ok and v < params[f, P_LOW]
-                scratch[S_HIGH, f] += ok and v > params[f, P_HIGH]
-    rows[R_ROWS] += n
-    rows[R_HBOS_OUTLIERS] += hbos_outliers
+                # NaN/inf and categorical values add zeros (a categorical's range is +-inf).
+                ok = (v - v == 0.0) & (params[P_IS_CAT, f] == 0.0)
+                d = v - params[P_SHIFT, f] if ok else 0.0
+                acc[A_N, f] += ok
+                acc[A_SUM, f] += d
+                acc[A_SQ, f] += d * d
+                acc[A_MIN, f] = min(acc[A_MIN, f], v if ok else np.inf)
+                acc[A_MAX, f] = max(acc[A_MAX, f], v if ok else -np.inf)
+                acc[A_LOW, f] += ok & (v < params[P_LOW, f])
+                acc[A_HIGH, f] += ok & (v > params[P_HIGH, f])
+    counts[n_features, R_ROWS] += n
+    counts[n_features, R_HBOS_OUTLIERS] += hbos_outliers
     for f in range(n_features):
-        moments[f, M_LOW] += scratch[S_LOW, f]
-        moments[f, M_HIGH] += scratch[S_HIGH, f]
-        nb = scratch[S_N, f]
+        moments[f, M_LOW] += acc[A_LOW, f]
+        moments[f, M_HIGH] += acc[A_HIGH, f]
+        nb = acc[A_N, f]
         if nb == 0.0:
             continue
-        mean_b = params[f, P_SHIFT] + scratch[S_SUM, f] / nb
-        m2_b = max(scratch[S_SQ, f] - scratch[S_SUM, f] * scratch[S_SUM, f] / nb, 0.0)
+        mean_b = params[P_SHIFT, f] + acc[A_SUM, f] / nb
+        m2_b = max(acc[A_SQ, f] - acc[A_SUM, f] * acc[A_SUM, f] / nb, 0.0)
         na = moments[f, M_N]
         total = na + nb
         delta = mean_b - moments[f, M_MEAN]
         moments[f, M_MEAN] += delta * nb / total
         moments[f, M_M2] += m2_b + delta * delta * na * nb / total
         moments[f, M_N] = total
-        moments[f, M_MIN] = min(moments[f, M_MIN], scratch[S_MIN, f])
-        moments[f, M_MAX] = max(moments[f, M_MAX], scratch[S_MAX, f])
+        moments[f, M_MIN] = min(moments[f, M_MIN], acc[A_MIN, f])
+        moments[f, M_MAX] = max(moments[f, M_MAX], acc[A_MAX, f])
 
 
 @njit(nogil=True, cache=True)

@@ -28,8 +28,8 @@ TAIL_QUANTILES = (0.001, 0.01, 0.025, 0.975, 0.99, 0.999)
 CATEGORICAL = "categorical"
 
 # Columns of Schema.params, read by the numba kernels.
-P_IS_CAT, P_N_INNER_EDGES, P_LAST_EDGE, P_LOW, P_HIGH, P_SHIFT, P_N_BINS = range(7)
-N_PARAMS = 7
+P_IS_CAT, P_N_INNER_EDGES, P_LAST_EDGE, P_LOW, P_HIGH, P_SHIFT, P_N_BINS, P_HBOS_THRESHOLD = range(8)
+N_PARAMS = 8
 
 
 @dataclass
@@ -160,17 +160,23 @@ class Schema:
         self.names = names
         self.index = {n: i for i, n in enumerate(names)}
         self.n_features = len(features)
-        self.n_bins = max(f.n_bins for f in features)
+        self.n_bins = max(2, max(f.n_bins for f in features))  # >= 2: see StreamState.counts
         # Inner edges e0..e(k-1) padded with +inf to the kernel's fixed search width.
         for f in features:
             if f.kind == NUMERIC and not 2 <= len(f.edges) <= MAX_NUMERIC_BINS + 1:
                 raise ValueError(f"feature {f.name!r}: {len(f.edges) - 1} bins, "
                                  f"allowed 1..{MAX_NUMERIC_BINS}")
-        self.search_edges = np.full((self.n_features, SEARCH_WIDTH), np.inf)
-        self.params = np.zeros((self.n_features, N_PARAMS))
+        # The kernel's model array: search edges, then the HBOS table (see set_hbos).
+        self.model = np.zeros((self.n_features, SEARCH_WIDTH + self.n_bins + 2))
+        self.search_edges = self.model[:, :SEARCH_WIDTH]
+        self.search_edges[:] = np.inf
+        # One row per field (N_PARAMS x F): the kernel's loops over features read rows.
+        self.params = np.zeros((N_PARAMS, self.n_features))
+        # All edges e0..ek per numeric feature, padded with the last edge (for bin bounds).
+        self.edge_matrix = np.zeros((self.n_features, max(self.n_bins - 1, 1)))
         self.category_codes: list[dict[str, int] | None] = []
         for i, f in enumerate(features):
-            p = self.params[i]
+            p = self.params[:, i]
             p[P_N_BINS] = f.n_bins
             if f.kind == CATEGORICAL:
                 p[P_IS_CAT] = 1.0
@@ -179,24 +185,37 @@ class Schema:
             else:
                 edges = np.asarray(f.edges, dtype=np.float64)
                 self.search_edges[i, : edges.size - 1] = edges[:-1]
+                self.edge_matrix[i, : edges.size] = edges
+                self.edge_matrix[i, edges.size:] = edges[-1]
                 p[P_N_INNER_EDGES] = edges.size - 1
                 p[P_LAST_EDGE] = edges[-1]
                 p[P_LOW], p[P_HIGH] = f.low, f.high
                 p[P_SHIFT] = f.center
                 self.category_codes.append(None)
-        self.is_categorical = self.params[:, P_IS_CAT] > 0
-        self.bin_valid = np.arange(self.n_bins)[None, :] < self.params[:, P_N_BINS][:, None]
+        self.is_categorical = self.params[P_IS_CAT] > 0
+        self.bins_per_feature = self.params[P_N_BINS].astype(np.int64)
+        self.bin_valid = np.arange(self.n_bins)[None, :] < self.bins_per_feature[:, None]
+        # Per-feature threshold overrides, NaN where the evaluation's default applies.
+        self.stat_thresholds = np.array([np.nan if f.stat_threshold is None else f.stat_threshold
+                                         for f in features])
+        self.outlier_thresholds = np.array([
+            np.nan if f.outlier_threshold is None else f.outlier_threshold for f in features])
         # HBOS: -log baseline density per bin, and the score above which a row is an outlier.
         # Uncalibrated until stats.baseline.fit_baseline sets them: no row is an outlier.
         # Two extra columns, always 0: the NaN and inf "bins" add nothing to a row's score.
-        self.hbos_log_density = np.zeros((self.n_features, self.n_bins + 2))
-        self.hbos_threshold = np.inf
+        # Views into the kernel's arrays, updated in place by set_hbos.
+        self.hbos_log_density = self.model[:, SEARCH_WIDTH:]
+        self.params[P_HBOS_THRESHOLD] = np.inf
+
+    @property
+    def hbos_threshold(self) -> float:
+        return float(self.params[P_HBOS_THRESHOLD, 0])
 
     def set_hbos(self, log_density: np.ndarray, threshold: float) -> None:
         if log_density.shape != (self.n_features, self.n_bins + 2):
             raise ValueError(f"HBOS table shape {log_density.shape} does not fit the schema")
-        self.hbos_log_density = np.ascontiguousarray(log_density, dtype=np.float64)
-        self.hbos_threshold = float(threshold)
+        self.hbos_log_density[...] = log_density
+        self.params[P_HBOS_THRESHOLD] = threshold
 
     @classmethod
     def from_baseline(cls, data, names: Sequence[str] | None = None, n_bins: int = 20,
@@ -226,19 +245,22 @@ class Schema:
         return cls(specs)
 
     def bin_bounds(self, vmin: np.ndarray, vmax: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Lower and upper value of every numeric bin (F x B); the tails end at vmin / vmax."""
-        lower = np.zeros((self.n_features, self.n_bins))
-        upper = np.zeros((self.n_features, self.n_bins))
-        for i, f in enumerate(self.features):
-            if f.kind != NUMERIC:
-                continue
-            e = np.asarray(f.edges)
-            lo_tail = min(vmin[i], e[0]) if np.isfinite(vmin[i]) else e[0]
-            hi_tail = max(vmax[i], e[-1]) if np.isfinite(vmax[i]) else e[-1]
-            lows = np.concatenate([[lo_tail], e])
-            highs = np.concatenate([e, [hi_tail]])
-            lower[i, : lows.size] = lows
-            upper[i, : highs.size] = highs
+        """Lower and upper value of every numeric bin (F x B); the tails end at vmin / vmax.
+
+        Categorical rows are meaningless here (zeros); callers mask them.
+        """
+        e = self.edge_matrix
+        rows = np.arange(self.n_features)
+        first = e[:, 0]
+        last = e[rows, np.maximum(self.bins_per_feature - 2, 0)]
+        lo_tail = np.where(np.isfinite(vmin), np.minimum(vmin, first), first)
+        hi_tail = np.where(np.isfinite(vmax), np.maximum(vmax, last), last)
+        lower = np.concatenate([lo_tail[:, None], e], axis=1)
+        upper = np.concatenate([e, hi_tail[:, None]], axis=1)
+        overflow = np.maximum(self.bins_per_feature - 1, 0)
+        upper[rows, overflow] = hi_tail
+        lower = np.where(self.is_categorical[:, None], 0.0, lower[:, : self.n_bins])
+        upper = np.where(self.is_categorical[:, None], 0.0, upper[:, : self.n_bins])
         return lower, upper
 
     def to_json(self) -> str:

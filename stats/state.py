@@ -21,9 +21,6 @@ from stats.kernels import (
     M_MEAN,
     M_MIN,
     M_N,
-    BLOCK,
-    N_SCRATCH,
-    R_HBOS_OUTLIERS,
     R_ROWS,
     empty_moments,
     ingest,
@@ -42,13 +39,13 @@ class StreamState:
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
         f, b = schema.n_features, schema.n_bins
-        # The histogram, then NaN and inf counts: the kernel bins missing values like others.
-        self.counts = np.zeros((f, b + 2), dtype=np.int64)
+        # One int64 buffer: per feature the histogram, then NaN and inf counts (the kernel bins
+        # missing values like any other); the last row holds the stream counters.
+        self._counts = np.zeros((f + 1, b + 2), dtype=np.int64)
+        self.counts = self._counts[:f]
+        self.rows = self._counts[f, :4]
         self.moments = empty_moments(f)
         self.kinds = np.zeros((f, len(KIND_NAMES)), dtype=np.int64)
-        self.rows = np.zeros(4, dtype=np.int64)
-        self._scratch = np.zeros((N_SCRATCH, f))
-        self._bins = np.zeros((BLOCK, f), dtype=np.int64)
 
     # -- updating ------------------------------------------------------------------------------
     def update(self, data, scores_out: np.ndarray | None = None) -> None:
@@ -60,9 +57,8 @@ class StreamState:
         if batch.matrix.shape[0] == 0:
             return
         s = self.schema
-        ingest(batch.matrix, s.search_edges, s.params, self.counts, self.moments, self.rows,
-               s.hbos_log_density, s.hbos_threshold,
-               _NO_SCORES if scores_out is None else scores_out, self._scratch, self._bins)
+        ingest(batch.matrix, s.model, s.params, self._counts, self.moments,
+               _NO_SCORES if scores_out is None else scores_out)
         self.kinds += batch.kinds
         self.rows[RAGGED_ROWS] += batch.ragged_rows
         self.rows[EXTRA_VALUES] += batch.extra_columns
@@ -70,24 +66,21 @@ class StreamState:
     def update_matrix(self, x: np.ndarray) -> None:
         """The fast path for a float64 C-contiguous (rows x features) matrix: one kernel call."""
         s = self.schema
-        ingest(x, s.search_edges, s.params, self.counts, self.moments, self.rows,
-               s.hbos_log_density, s.hbos_threshold, _NO_SCORES, self._scratch, self._bins)
+        ingest(x, s.model, s.params, self._counts, self.moments, _NO_SCORES)
 
     def reset(self) -> None:
-        self.counts[:] = 0
-        self.moments[:] = empty_moments(self.schema.n_features)
+        self._counts[:] = 0
+        self.moments[...] = empty_moments(self.schema.n_features)
         self.kinds[:] = 0
-        self.rows[:] = 0
 
     # -- merging -------------------------------------------------------------------------------
     def merge(self, other: StreamState) -> StreamState:
         if other.schema is not self.schema and other.schema != self.schema:
             raise ValueError("states on different schemas cannot be merged")
         out = StreamState(self.schema)
-        out.counts = self.counts + other.counts
-        out.moments = merge_moments(self.moments, other.moments)
-        out.kinds = self.kinds + other.kinds
-        out.rows = self.rows + other.rows
+        np.add(self._counts, other._counts, out=out._counts)
+        out.moments[...] = merge_moments(self.moments, other.moments)
+        np.add(self.kinds, other.kinds, out=out.kinds)
         return out
 
     __add__ = merge
@@ -101,8 +94,9 @@ class StreamState:
 
     def copy(self) -> StreamState:
         out = StreamState(self.schema)
-        out.counts, out.moments = self.counts.copy(), self.moments.copy()
-        out.kinds, out.rows = self.kinds.copy(), self.rows.copy()
+        out._counts[...] = self._counts
+        out.moments[...] = self.moments
+        out.kinds[...] = self.kinds
         return out
 
     # -- reading -------------------------------------------------------------------------------
@@ -192,7 +186,7 @@ class StreamState:
             value = np.asarray(arrays[f"{prefix}{name}"])
             if value.shape != getattr(st, name).shape:
                 raise ValueError(f"{prefix}{name}: shape {value.shape} does not fit the schema")
-            setattr(st, name, value.astype(getattr(st, name).dtype))
+            getattr(st, name)[...] = value
         return st
 
     def save(self, path: str | Path) -> None:
