@@ -36,20 +36,32 @@ def hbos_log_density(schema: Schema, counts: np.ndarray) -> np.ndarray:
     return out
 
 
+HBOS_CALIBRATION_ROWS = 50_000
+
+
 def fit_baseline(data, names: Sequence[str] | None = None, hbos_quantile: float = 0.999,
                  **schema_options) -> tuple[Schema, StreamState]:
-    """(schema, reference state) from baseline data; the HBOS threshold is the baseline's
-    `hbos_quantile` row score, so about 0.1% of baseline rows count as multivariate outliers."""
+    """(schema, reference state) from baseline data.
+
+    The HBOS threshold is the `hbos_quantile` row score of the baseline (of an evenly spaced
+    sample of at most 50,000 rows), so about 0.1% of baseline rows count as multivariate
+    outliers; the reference's HBOS outlier count is that sample's share times its rows.
+    """
     columns = columns_from(data, names)
     schema = Schema.from_baseline(columns, **schema_options)
-    batch = to_batch(columns, schema)
-    first = StreamState(schema)
-    first.update(batch)
-    schema.set_hbos(hbos_log_density(schema, first.counts), np.inf)
+    numeric_matrix = (isinstance(data, np.ndarray) and data.dtype.kind in "fiu"
+                      and not schema.is_categorical.any())
+    batch = to_batch(data if numeric_matrix else columns, schema)
     reference = StreamState(schema)
-    scores = np.empty(batch.matrix.shape[0])
-    reference.update(batch, scores_out=scores)
+    reference.update(batch)
+    schema.set_hbos(hbos_log_density(schema, reference.counts), np.inf)
+    rows = batch.matrix
+    if rows.shape[0] > HBOS_CALIBRATION_ROWS:
+        rows = np.ascontiguousarray(rows[:: rows.shape[0] // HBOS_CALIBRATION_ROWS])
+    scores = np.empty(rows.shape[0])
+    StreamState(schema).update(rows, scores_out=scores)
     threshold = float(np.quantile(scores, hbos_quantile)) if scores.size else np.inf
     schema.set_hbos(schema.hbos_log_density, threshold)
-    reference.rows[HBOS_OUTLIER_ROWS] = int((scores > threshold).sum())
+    if scores.size:
+        reference.rows[HBOS_OUTLIER_ROWS] = round(float((scores > threshold).mean()) * reference.n_rows)
     return schema, reference

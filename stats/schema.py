@@ -25,6 +25,7 @@ NUMERIC = "numeric"
 SEARCH_WIDTH = 64
 MAX_NUMERIC_BINS = SEARCH_WIDTH - 1
 TAIL_QUANTILES = (0.001, 0.01, 0.025, 0.975, 0.99, 0.999)
+EDGE_SAMPLE = 20_000  # values a feature's bin edges are taken from (evenly spaced rows)
 CATEGORICAL = "categorical"
 
 # Columns of Schema.params, read by the numba kernels.
@@ -58,6 +59,13 @@ def _is_number(v) -> bool:
 
 def _column_is_categorical(values: Sequence) -> bool:
     """Strings (or booleans) that are not numbers make a column categorical."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iuf":
+        return False
+    try:  # all numbers (or numeric strings, None): one C-level pass says numeric
+        np.asarray(values, dtype=np.float64)
+        return any(isinstance(v, (bool, np.bool_)) for v in values[:1000])
+    except (TypeError, ValueError):
+        pass
     seen = 0
     for v in values:
         if v is None or (isinstance(v, float) and np.isnan(v)):
@@ -133,11 +141,16 @@ def numeric_spec(name: str, values, n_bins: int = 20, low: float | None = None,
     # to place a p95 inside it, and q0.001 / q0.999 are the default expected range.
     probs = np.union1d(np.linspace(0, 1, n_bins + 1), TAIL_QUANTILES) if n_bins >= 4 else \
         np.linspace(0, 1, n_bins + 1)
-    edges = np.unique(np.quantile(arr, probs))
+    # Bin edges need not be exact quantiles (any fixed edges work; quantiles keep bins
+    # informative), so a sample sets them; the expected range uses every value.
+    sample = arr if arr.size <= EDGE_SAMPLE else arr[:: arr.size // EDGE_SAMPLE]
+    inner = np.quantile(sample, probs[1:-1]) if probs.size > 2 else np.empty(0)
+    lo_q, hi_q = np.quantile(arr, [range_quantile, 1 - range_quantile])
+    edges = np.unique(np.concatenate([[arr.min()], inner, [arr.max()]]))
     if edges.size < 2:
         edges = np.array([edges[0], edges[0]])  # a constant feature: one closed bin [v, v]
-    lo = float(np.quantile(arr, range_quantile)) if low is None else float(low)
-    hi = float(np.quantile(arr, 1 - range_quantile)) if high is None else float(high)
+    lo = float(lo_q) if low is None else float(low)
+    hi = float(hi_q) if high is None else float(high)
     return FeatureSpec(name, NUMERIC, edges=[float(e) for e in edges], low=lo, high=hi,
                        center=float(arr.mean()))
 
