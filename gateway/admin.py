@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,8 +34,19 @@ def build_admin_app(gw: Gateway) -> Starlette:
                                 status_code=503)
         return JSONResponse({"status": "ready", "routes": [r.name for r in gw.runtime.routes]})
 
+    async def monitoring(request: Request) -> Response:
+        """Every monitored route x variant: windows, measures, flags, histograms, alerts."""
+        snap = gw.runtime.evaluator.snapshot()
+        body = {"monitored_routes": sorted(gw.runtime.monitors),
+                "queue": {"waiting": len(gw.runtime.capture.items),
+                          "capacity": gw.runtime.capture.size},
+                **snap}
+        return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+                        media_type="application/json")
+
     return Starlette(routes=[
         Route("/metrics", metrics),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/monitoring", monitoring),
     ])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from gateway.config import ConfigError, load_config
 
@@ -20,7 +21,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(cfg.logging.level, cfg.logging.format)
     get_logger().info("config loaded", file=str(args.config), upstreams=len(cfg.upstreams),
                       routes=len(cfg.routes))
-    return run(cfg)
+    return run(cfg, Path(args.config).resolve().parent)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -42,6 +43,27 @@ def _cmd_demo_model(args: argparse.Namespace) -> int:
                           error_rate=args.error_rate, seed=args.seed)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                 loop="uvloop", http="httptools")
+    return 0
+
+
+def _cmd_baseline_build(args: argparse.Namespace) -> int:
+    """A reference made offline: schema + reference state, loadable as `monitor.baseline`."""
+    from gateway.monitor import load_baseline_file
+    from stats import fit_baseline, save_states
+
+    source = Path(args.source)
+    try:
+        columns = load_baseline_file(source)
+        if columns is None:
+            raise ValueError("the source is already an npz baseline")
+        schema, reference = fit_baseline(columns, n_bins=args.bins,
+                                         categorical=args.categorical or ())
+    except (OSError, ValueError) as exc:
+        print(f"driftgate: cannot build a baseline from {source}: {exc}", file=sys.stderr)
+        return 2
+    save_states(args.out, schema, {"reference": reference})
+    kinds = ", ".join(f"{f.name} ({f.kind})" for f in schema.features)
+    print(f"{args.out}: {reference.n_rows} rows, {schema.n_features} features: {kinds}")
     return 0
 
 
@@ -73,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--error-rate", type=float, default=0.0, help="share of predictions that fail 500")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo_model)
+
+    p = sub.add_parser("baseline", help="reference data for monitoring")
+    bsub = p.add_subparsers(dest="baseline_command", required=True)
+    b = bsub.add_parser("build", help="fit a baseline (.npz) from a CSV or JSON-lines file")
+    b.add_argument("--from", dest="source", required=True, help="training data: .csv or .jsonl")
+    b.add_argument("--out", required=True, help="where to write the .npz")
+    b.add_argument("--bins", type=int, default=20, help="quantile bins per numeric feature")
+    b.add_argument("--categorical", nargs="*", help="features to treat as categorical")
+    b.set_defaults(func=_cmd_baseline_build)
 
     p = sub.add_parser("demo", help="two demo models + the gateway + traffic, then keep serving")
     p.add_argument("--duration", type=float, default=None,

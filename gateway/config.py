@@ -9,10 +9,18 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(Exception):
@@ -21,6 +29,23 @@ class ConfigError(Exception):
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def _seconds(value: Any) -> Any:
+    """Durations as numbers of seconds or strings like 250ms, 5s, 5m, 1h."""
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if not m:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 250ms, 5s, 5m, 1h)")
+        return float(m.group(1)) * _UNIT[m.group(2)]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_seconds), Field(ge=0)]
 
 
 class ServerConfig(_Model):
@@ -78,10 +103,120 @@ class MatchConfig(_Model):
         return [m.upper() for m in methods]
 
 
+class FeatureOverride(_Model):
+    min: float | None = None
+    max: float | None = None
+    categorical: bool | None = None
+    bins: int | None = Field(None, ge=1, le=40)
+    stat_threshold: float | None = Field(None, gt=0)
+    outlier_threshold: float | None = Field(None, gt=0)
+
+
+class LearnConfig(_Model):
+    rows: int = Field(10_000, ge=100, le=1_000_000)
+    # false: one reference learned from all variants' traffic, so variants compare alike
+    per_variant: bool = False
+
+
+class RetrainConfig(_Model):
+    """Posted on a drift alert, e.g. to a GitHub repository_dispatch endpoint."""
+    url: str
+    headers: dict[str, str] = {}
+    event_type: str = "driftgate-drift"
+
+
+class MonitorConfig(_Model):
+    baseline: str | None = None             # CSV / JSON-lines / npz, relative to the config
+    learn: LearnConfig | None = None        # or: learn a reference from the first N rows
+    # Names for positional rows (a list), or per-feature overrides (a mapping, in order).
+    features: list[str] | dict[str, FeatureOverride] = []
+    json_path: str | None = None            # protocol json: dotted path to the rows
+    prediction_path: str | None = None      # dotted path to the predictions in responses
+    window: Duration = 300.0
+    slice: Duration = 5.0
+    short_window: Duration = 10.0           # judged beside the long one: fast detection
+    sample_rate: float = Field(1.0, ge=0, le=1)
+    max_capture_bytes: int = Field(1 << 20, gt=0)
+    retrain: RetrainConfig | None = None
+
+    @model_validator(mode="after")
+    def _reference(self) -> MonitorConfig:
+        if self.baseline is not None and self.learn is not None:
+            raise ValueError("set `baseline` or `learn`, not both")
+        if self.slice <= 0 or self.window < self.slice or self.short_window < self.slice:
+            raise ValueError("need 0 < slice <= short_window and slice <= window")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.features)
+
+    @property
+    def overrides(self) -> dict[str, dict]:
+        if isinstance(self.features, dict):
+            return {k: v.model_dump(exclude_none=True) for k, v in self.features.items()}
+        return {}
+
+
+PROTOCOL = Literal["auto", "kserve-v1", "v2", "mlflow", "tfserving", "json"]
+
+
 class RouteConfig(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     match: MatchConfig
     upstream: str
+    protocol: PROTOCOL = "auto"
+    monitor: MonitorConfig | None = None
+
+
+class SinkConfig(_Model):
+    type: Literal["webhook", "slack", "pagerduty", "alertmanager"]
+    url: str | None = None
+    routing_key: str | None = None          # pagerduty
+    headers: dict[str, str] = {}
+    timeout: float = Field(5.0, gt=0)
+    retries: int = Field(3, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _needs(self) -> SinkConfig:
+        if self.type == "pagerduty" and not self.routing_key:
+            raise ValueError("a pagerduty sink needs `routing_key`")
+        if self.type != "pagerduty" and not self.url:
+            raise ValueError(f"a {self.type} sink needs `url`")
+        return self
+
+
+class AlertRule(_Model):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    # drift / outliers / missing / prediction_drift: the stats/ verdicts;
+    # metric: `metric` of a feature above `above` (psi, jensen_shannon, wasserstein, ks,
+    # mean_change, std_change, median_change, p95_change, outlier_rate, missing_rate)
+    condition: Literal["drift", "outliers", "missing", "prediction_drift", "metric"]
+    metric: str | None = None
+    above: float | None = None
+    for_: Duration = Field(0.0, alias="for")
+    severity: Literal["info", "warning", "error", "critical"] = "warning"
+    sinks: list[str] | None = None          # None: every sink
+    routes: list[str] | None = None         # None: every monitored route
+    repeat_interval: Duration = 300.0
+
+    @model_validator(mode="after")
+    def _metric(self) -> AlertRule:
+        if self.condition == "metric" and (self.metric is None or self.above is None):
+            raise ValueError("a metric rule needs `metric` and `above`")
+        return self
+
+
+class AlertsConfig(_Model):
+    evaluate_every: Duration = 5.0
+    sinks: dict[str, SinkConfig] = {}
+    rules: list[AlertRule] = []              # empty: the default rules, to every sink
+
+
+class MonitoringConfig(_Model):
+    queue_size: int = Field(10_000, gt=0)    # captures waiting for the monitor; beyond: dropped
+    persist_every: Duration = 30.0           # seconds between saves of windows to state_dir
 
 
 class AccessLogConfig(_Model):
@@ -101,6 +236,9 @@ class GatewayConfig(_Model):
     logging: LoggingConfig = LoggingConfig()
     upstreams: dict[str, UpstreamConfig]
     routes: list[RouteConfig]
+    state_dir: str | None = None             # default: driftgate-state/ beside the config file
+    monitoring: MonitoringConfig = MonitoringConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -164,6 +302,13 @@ def _cross_check(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
         if route.name in seen:
             errors.append((("routes", i, "name"), f"duplicate route name {route.name!r}"))
         seen.add(route.name)
+    for i, rule in enumerate(cfg.alerts.rules):
+        for sink in rule.sinks or []:
+            if sink not in cfg.alerts.sinks:
+                errors.append((("alerts", "rules", i, "sinks"), f"unknown sink {sink!r}"))
+        for route in rule.routes or []:
+            if route not in seen:
+                errors.append((("alerts", "rules", i, "routes"), f"unknown route {route!r}"))
     if cfg.server.port and cfg.server.port == cfg.admin.port and cfg.server.host == cfg.admin.host:
         errors.append((("admin", "port"), "admin port must differ from server port"))
     return errors

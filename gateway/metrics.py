@@ -58,6 +58,49 @@ class GatewayMetrics:
         self.unrouted = Counter(
             "driftgate_unrouted_requests", "Requests that matched no route (answered 404).",
             registry=r)
+        # -- monitoring (updated off the request path) ----------------------------------------
+        self.monitor_dropped = Counter(
+            "driftgate_monitor_dropped", "Captures dropped because the monitor queue was full.",
+            registry=r)
+        self._monitor_captures = Counter(
+            "driftgate_monitor_captures", "Exchanges the monitor took from the queue.",
+            ["route", "variant"], registry=r)
+        self._monitor_rows = Counter(
+            "driftgate_monitor_rows", "Rows decoded into the monitor's state.",
+            ["route", "variant", "side"], registry=r)
+        self._monitor_rejected = Counter(
+            "driftgate_monitor_rejected_rows", "Input rows of requests the upstream rejected "
+            "(status >= 400): counted, kept out of the histograms.", ["route", "variant"],
+            registry=r)
+        self._decode_errors = Counter(
+            "driftgate_monitor_decode_errors", "Payloads the monitor could not decode, by reason.",
+            ["route", "side", "reason"], registry=r)
+        self.monitor_lag = Gauge(
+            "driftgate_monitor_lag_seconds", "Age of the oldest capture in the last batch.",
+            registry=r)
+        self._reference_rows = Gauge(
+            "driftgate_monitor_reference_rows", "Rows in the route's reference.",
+            ["route", "side"], registry=r)
+        self.feature_drift = Gauge(
+            "driftgate_feature_drift", "Drift measures of an input feature against the "
+            "reference (drifted is 0/1).", ["route", "variant", "feature", "metric", "window"],
+            registry=r)
+        self.feature_outliers = Gauge(
+            "driftgate_feature_outlier_ratio", "Share of values outside the expected range "
+            "(unseen categories for categorical features).",
+            ["route", "variant", "feature", "window"], registry=r)
+        self.feature_missing = Gauge(
+            "driftgate_feature_missing_ratio", "Share of missing values.",
+            ["route", "variant", "feature", "window"], registry=r)
+        self.prediction_drift = Gauge(
+            "driftgate_prediction_drift", "Drift measures of a model output against the reference.",
+            ["route", "variant", "output", "metric", "window"], registry=r)
+        self._alerts = Counter(
+            "driftgate_alerts", "Alert notifications by rule and status (firing, resolved).",
+            ["route", "rule", "status"], registry=r)
+        self._deliveries = Counter(
+            "driftgate_alert_deliveries", "Alert posts by sink and outcome (sent, failed, dropped).",
+            ["sink", "outcome"], registry=r)
         self.build_info = Info("driftgate_build", "Gateway version.", registry=r)
         self.build_info.info({"version": gateway.__version__})
         self._request_children: dict[tuple, tuple] = {}
@@ -90,6 +133,27 @@ class GatewayMetrics:
         children[1].observe(duration)
         if upstream_duration is not None:
             children[2].observe(upstream_duration)
+
+    def monitor_captures(self, route: str, variant: str):
+        return self._monitor_captures.labels(route, variant)
+
+    def monitor_rows(self, route: str, variant: str, side: str):
+        return self._monitor_rows.labels(route, variant, side)
+
+    def monitor_rejected_rows(self, route: str, variant: str):
+        return self._monitor_rejected.labels(route, variant)
+
+    def monitor_decode_error(self, route: str, side: str, reason: str):
+        return self._decode_errors.labels(route, side, reason)
+
+    def monitor_reference_rows(self, route: str, side: str):
+        return self._reference_rows.labels(route, side)
+
+    def alerts_total(self, route: str, rule: str, status: str):
+        return self._alerts.labels(route, rule, status)
+
+    def alert_delivery(self, sink: str, outcome: str):
+        return self._deliveries.labels(sink, outcome)
 
     def upstream_error(self, upstream: str, kind: str) -> None:
         child = self._error_children.get((upstream, kind))

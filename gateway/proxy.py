@@ -151,6 +151,7 @@ class ProxyApp:
             out.append((b"x-request-id", rid))
             out.append((b"server-timing", b"gateway;dur=%.3f, upstream;dur=%.3f" % (
                 (sent_at - started) * 1000, (headers_at - sent_at) * 1000)))
+            data = None
             if resp.complete:  # small answers: one read, one send
                 data = resp.read_available()
                 resp.release()
@@ -161,6 +162,17 @@ class ProxyApp:
                 await send({"type": "http.response.start", "status": status, "headers": out})
                 response_bytes = await self._stream(resp, receive, send)
             upstream_dur = time.perf_counter() - sent_at
+            mon = route.monitor
+            if mon is not None and (mon.sample_rate >= 1.0 or random.random() < mon.sample_rate):
+                # O(1) hand-off to the monitor thread; it decodes copies, never these objects
+                cap = mon.max_capture
+                captured = b"" if body is None else body
+                rt.capture.offer((
+                    mon, upstream.name, time.time(),
+                    captured if isinstance(captured, bytes) and len(captured) <= cap else None,
+                    scope["headers"],
+                    data if data is not None and len(data) <= cap else None,
+                    resp.headers, status))
         except BodyTooLarge:
             status = 413
             await send_json(send, 413, {"error": f"request body larger than {limit} bytes",

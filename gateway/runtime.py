@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from gateway.config import GatewayConfig
+from gateway.config import ConfigError, GatewayConfig
 from gateway.engine import PoolSettings, UpstreamPool
+from gateway.evaluator import Evaluator
 from gateway.logs import flush_access_log, get_logger
 from gateway.metrics import GatewayMetrics
+from gateway.monitor import CaptureQueue, MonitorWorker, RouteMonitor
+from gateway.sinks import Dispatcher
 from routing import RouteRule, RouteTable
 
 
@@ -28,13 +32,18 @@ class Route:
     in_flight: object = field(repr=False, default=None)
     request_size: object = field(repr=False, default=None)
     response_size: object = field(repr=False, default=None)
+    monitor: RouteMonitor | None = None
 
 
 class GatewayRuntime:
-    def __init__(self, cfg: GatewayConfig, metrics: GatewayMetrics | None = None) -> None:
+    def __init__(self, cfg: GatewayConfig, metrics: GatewayMetrics | None = None,
+                 config_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.metrics = metrics or GatewayMetrics()
         self.log = get_logger()
+        self.config_dir = (config_dir or Path.cwd()).resolve()
+        state_dir = Path(cfg.state_dir) if cfg.state_dir else Path("driftgate-state")
+        self.state_dir = state_dir if state_dir.is_absolute() else self.config_dir / state_dir
         self.upstreams = {
             name: Upstream(name, UpstreamPool(u.url, PoolSettings(
                 connect_timeout=u.timeout.connect, read_timeout=u.timeout.read,
@@ -52,6 +61,30 @@ class GatewayRuntime:
                                    methods=frozenset(rc.match.methods)))
         self.table: RouteTable[Route] = RouteTable(rules)
         self._tasks: list[asyncio.Task] = []
+        self._build_monitoring()
+
+    def _build_monitoring(self) -> None:
+        """Monitors for routes with a `monitor:` block, the capture queue, evaluator, sinks."""
+        cfg = self.cfg
+        self.capture = CaptureQueue(cfg.monitoring.queue_size, self.metrics.monitor_dropped)
+        self.monitors: dict[str, RouteMonitor] = {}
+        for i, (rc, route) in enumerate(zip(cfg.routes, self.routes)):
+            if rc.monitor is None:
+                continue
+            try:
+                mon = RouteMonitor(rc, self.state_dir, self.config_dir)
+                for side in ("inputs", "outputs"):
+                    mon.model(side, route.upstream.name)  # brings back persisted state now
+            except (OSError, ValueError, KeyError) as exc:
+                raise ConfigError(f"routes[{i}].monitor.baseline: cannot use "
+                                  f"{rc.monitor.baseline!r}: {exc}") from exc
+            route.monitor = self.monitors[rc.name] = mon
+        admin = f"http://{cfg.admin.host}:{cfg.admin.port}/monitoring"
+        self.dispatcher = Dispatcher(cfg.alerts.sinks, self.metrics, admin)
+        self.evaluator = Evaluator(cfg, self.monitors, self.metrics, self.dispatcher)
+        self.worker = MonitorWorker(self.capture, self.monitors, self.metrics,
+                                    cfg.alerts.evaluate_every, cfg.monitoring.persist_every,
+                                    on_evaluate=self.evaluator.run) if self.monitors else None
 
     # -- readiness ---------------------------------------------------------------------------
     def unready_routes(self) -> dict[str, str]:
@@ -85,9 +118,15 @@ class GatewayRuntime:
         await self.probe_once()
         self._tasks = [asyncio.create_task(self._probe_loop()),
                        asyncio.create_task(self._flush_loop())]
+        await self.dispatcher.start()
+        if self.worker is not None:
+            self.worker.start()
 
     async def aclose(self) -> None:
         for task in self._tasks:
             task.cancel()
         flush_access_log()
+        if self.worker is not None:
+            await asyncio.to_thread(self.worker.stop)  # drains the queue and saves state
+        await self.dispatcher.aclose()
         await asyncio.gather(*(u.pool.aclose() for u in self.upstreams.values()))

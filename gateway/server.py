@@ -11,12 +11,13 @@ import contextlib
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import uvicorn
 
 import gateway
 from gateway.admin import build_admin_app
-from gateway.config import GatewayConfig
+from gateway.config import ConfigError, GatewayConfig
 from gateway.logs import get_logger
 from gateway.proxy import ProxyApp
 from gateway.runtime import GatewayRuntime
@@ -50,9 +51,9 @@ def _uvicorn_config(app, cfg: GatewayConfig, keep_alive: float) -> uvicorn.Confi
 class Gateway:
     """A gateway built from one config; `serve()` runs it until `stop()` or a signal."""
 
-    def __init__(self, cfg: GatewayConfig) -> None:
+    def __init__(self, cfg: GatewayConfig, config_dir: Path | None = None) -> None:
         self.cfg = cfg
-        self.runtime = GatewayRuntime(cfg)
+        self.runtime = GatewayRuntime(cfg, config_dir=config_dir)
         self.draining = False
         self.log = get_logger()
         self.proxy_socket = bind_socket(cfg.server.host, cfg.server.port)
@@ -109,7 +110,7 @@ class Gateway:
         self.stop(force=self.draining and name == "SIGINT")
 
 
-def run(cfg: GatewayConfig) -> int:
+def run(cfg: GatewayConfig, config_dir: Path | None = None) -> int:
     """Serve until signalled, on uvloop where available. Returns the process exit code."""
     try:
         import uvloop
@@ -117,10 +118,13 @@ def run(cfg: GatewayConfig) -> int:
     except ImportError:  # pragma: no cover - uvloop is a Linux dependency
         runner = asyncio.Runner()
     try:
-        gw = Gateway(cfg)
+        gw = Gateway(cfg, config_dir)
     except OSError as exc:
         print(f"driftgate: cannot listen: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     with runner:
         runner.run(gw.serve())
     return 0

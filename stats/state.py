@@ -202,8 +202,11 @@ def _f(v: float) -> float | None:
     return None if not np.isfinite(v) else float(v)
 
 
-def save_states(path: str | Path, schema: Schema, states: dict[str, StreamState]) -> None:
-    """One compressed npz: format version, schema (with HBOS calibration) and named states."""
+def save_states(path: str | Path, schema: Schema, states: dict[str, StreamState],
+                extra: dict[str, np.ndarray] | None = None) -> None:
+    """One compressed npz: format version, schema (with HBOS calibration), named states and
+    optional extra arrays (e.g. a window's slice steps). Written to a temporary file first and
+    renamed, so a crash never leaves a half-written file."""
     arrays: dict[str, np.ndarray] = {
         "format_version": np.array(FORMAT_VERSION),
         "schema_json": np.array(schema.to_json()),
@@ -213,12 +216,23 @@ def save_states(path: str | Path, schema: Schema, states: dict[str, StreamState]
     }
     for name, st in states.items():
         arrays.update(st.to_arrays(f"state.{name}."))
+    for name, value in (extra or {}).items():
+        arrays[f"extra.{name}"] = np.asarray(value)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    Path(path).write_bytes(buf.getvalue())
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(path)
 
 
 def load_states(path: str | Path) -> tuple[Schema, dict[str, StreamState]]:
+    schema, states, _ = load_bundle(path)
+    return schema, states
+
+
+def load_bundle(path: str | Path) -> tuple[Schema, dict[str, StreamState], dict[str, np.ndarray]]:
+    """Schema, named states and extra arrays saved by save_states."""
     with np.load(path, allow_pickle=False) as data:
         version = int(data["format_version"])
         if version != FORMAT_VERSION:
@@ -227,4 +241,6 @@ def load_states(path: str | Path) -> tuple[Schema, dict[str, StreamState]]:
         schema.set_hbos(np.asarray(data["hbos_log_density"]), float(data["hbos_threshold"]))
         names = json.loads(str(data["state_names"]))
         states = {n: StreamState.from_arrays(schema, data, f"state.{n}.") for n in names}
-    return schema, states
+        extra = {k.removeprefix("extra."): np.asarray(data[k]) for k in data.files
+                 if k.startswith("extra.")}
+    return schema, states, extra

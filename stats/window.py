@@ -59,6 +59,16 @@ class SlidingWindow:
                 if step - span < self._steps[i] <= step]
         return StreamState.merged(self.schema, live)
 
+    def snapshot(self) -> tuple[np.ndarray, list[StreamState]]:
+        """(time step of each slot, slot states): what `restore` takes back, e.g. after a restart."""
+        return self._steps.copy(), list(self._states)
+
+    def restore(self, steps: np.ndarray, states: list[StreamState]) -> None:
+        if len(states) != self.slices or len(steps) != self.slices:
+            raise ValueError(f"snapshot of {len(states)} slices, window has {self.slices}")
+        self._steps[:] = steps
+        self._states = [st.copy() for st in states]
+
     def live_slices(self, now: float | None = None) -> int:
         step = self._step(now)
         return int(((self._steps > step - self.slices) & (self._steps <= step)).sum())

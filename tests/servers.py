@@ -88,10 +88,10 @@ class _nullcontext:
 class GatewayServer:
     """The real gateway (proxy + admin ports) serving a config, in a thread."""
 
-    def __init__(self, cfg: GatewayConfig | str) -> None:
+    def __init__(self, cfg: GatewayConfig | str, config_dir: Path | None = None) -> None:
         if isinstance(cfg, str):
             cfg = parse_config(cfg)
-        self.gateway = Gateway(cfg)
+        self.gateway = Gateway(cfg, config_dir)
         self.url = f"http://127.0.0.1:{self.gateway.port}"
         self.admin_url = f"http://127.0.0.1:{self.gateway.admin_port}"
         self._loop = LoopThread()
@@ -126,6 +126,25 @@ def run_cli(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedPr
 
 
 # -- upstream apps used by the tests -----------------------------------------------------------
+
+class Recorder:
+    """A webhook receiver: keeps every JSON body it gets, with its arrival time."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[float, object]] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.received.append((time.time(), orjson.loads(body) if body else None))
+        await _send(send, 200, b"{}")
+
 
 class EchoApp:
     """Answers with what it received; a few paths behave like awkward real servers.

@@ -1,0 +1,195 @@
+"""The evaluator: on a fixed cadence, every route x variant x side against its reference.
+
+Each round judges two windows per variant: the long one (default 5 m) and a short one (the
+last 30 s of slices). A fresh shift is diluted in the long window but plain in the short one,
+so a condition counts when either window flags it; the `stats/` sampling-error guards keep
+the short window from crying wolf on small samples. Results go to Prometheus gauges, the
+/monitoring snapshot and the alert rules.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from gateway.alerting import DEFAULT_RULES, AlertBook, Observation
+from gateway.config import AlertRule, GatewayConfig
+from gateway.logs import get_logger
+from gateway.monitor import RouteMonitor, SideModel
+from stats import DriftReport, evaluate
+from stats.schema import CATEGORICAL
+
+GAUGE_METRICS = ("psi", "jensen_shannon", "wasserstein", "ks", "mean_change", "std_change",
+                 "median_change", "p95_change", "drifted")
+
+
+def _metric_values(report: DriftReport, i: int) -> dict[str, float]:
+    values = {"psi": report.psi[i], "jensen_shannon": report.js[i],
+              "wasserstein": report.wasserstein[i], "ks": report.ks[i],
+              "drifted": float(report.drifted[i]),
+              "outlier_rate": report.outlier_rate[i], "missing_rate": report.missing_rate[i]}
+    for stat in ("mean", "std", "median", "p95"):
+        values[f"{stat}_change"] = report.statistics[stat]["change"][i]
+    return {k: float(v) for k, v in values.items()}
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
+
+
+class Evaluator:
+    def __init__(self, cfg: GatewayConfig, monitors: dict[str, RouteMonitor], metrics,
+                 dispatcher) -> None:
+        self.cfg = cfg
+        self.monitors = monitors
+        self.metrics = metrics
+        self.dispatcher = dispatcher
+        self.rules: tuple[AlertRule, ...] = tuple(cfg.alerts.rules) or DEFAULT_RULES
+        self.book = AlertBook()
+        self.log = get_logger()
+        self._snapshot: dict = {}
+        self._snapshot_lock = threading.Lock()
+
+    def snapshot(self) -> dict:
+        with self._snapshot_lock:
+            return self._snapshot
+
+    def run(self, now: float) -> None:
+        routes: dict = {}
+        for mon in self.monitors.values():
+            route_view: dict = {"protocol": mon.protocol, "variants": {}, "sides": {}}
+            for side, _, model in mon.models():
+                done, target = model.learning_progress
+                route_view["sides"][side] = {"reference_ready": model.ready,
+                                             "reference_rows": done, "learn_rows": target}
+                if model.ready:
+                    self.metrics.monitor_reference_rows(mon.name, side).set(model.reference.n_rows)
+                    for variant, window in list(model.windows.items()):
+                        view = self._judge(mon, side, model, variant, window, now)
+                        route_view["variants"].setdefault(variant, {})[side] = view
+            routes[mon.name] = route_view
+        firing = [a.payload("firing", now) for a in self.book.firing()]
+        with self._snapshot_lock:
+            self._snapshot = {"evaluated_at": now, "routes": routes, "alerts": firing}
+
+    def _judge(self, mon: RouteMonitor, side: str, model: SideModel, variant: str, window,
+               now: float) -> dict:
+        cfg = mon.cfg
+        short_slices = max(1, round(cfg.short_window / cfg.slice))
+        long_state = window.state(now)
+        short_state = window.state(now, last=short_slices)
+        reports = {"long": evaluate(model.reference, long_state),
+                   "short": evaluate(model.reference, short_state)}
+        self._publish(mon.name, variant, side, reports)
+        self._alerts(mon, side, variant, reports, now)
+        long_r, short_r = reports["long"], reports["short"]
+        features = long_r.features()
+        short_features = short_r.features()
+        hist = {}
+        schema = model.schema
+        for i, f in enumerate(schema.features):
+            features[i]["short_window"] = {k: short_features[i][k] for k in
+                                           ("drifted", "integrity", "reasons", "n_current")}
+            nb = f.n_bins
+            hist[f.name] = {
+                "bins": f.categories + ["(other)"] if f.kind == CATEGORICAL else f.edges,
+                "layout": "categories then other" if f.kind == CATEGORICAL else
+                          "underflow, one bin per pair of edges, overflow",
+                "reference": model.reference.histogram[i, :nb].tolist(),
+                "current": long_state.histogram[i, :nb].tolist(),
+                "short": short_state.histogram[i, :nb].tolist(),
+            }
+        return {"window_seconds": cfg.window, "window_rows": long_state.n_rows,
+                "short_window_seconds": short_slices * cfg.slice,
+                "short_window_rows": short_state.n_rows,
+                "row_outlier_rate": long_r.row_outlier_rate,
+                "drifted": sorted(set(long_r.drifted_features) | set(short_r.drifted_features)),
+                "integrity": sorted(set(long_r.integrity_features) | set(short_r.integrity_features)),
+                "features": features, "histograms": hist}
+
+    def _publish(self, route: str, variant: str, side: str, reports: dict[str, DriftReport]) -> None:
+        m = self.metrics
+        for window, report in reports.items():
+            for i, feature in enumerate(report.names):
+                values = _metric_values(report, i)
+                if side == "inputs":
+                    for metric in GAUGE_METRICS:
+                        m.feature_drift.labels(route, variant, feature, metric, window).set(values[metric])
+                    m.feature_outliers.labels(route, variant, feature, window).set(values["outlier_rate"])
+                    m.feature_missing.labels(route, variant, feature, window).set(values["missing_rate"])
+                else:
+                    for metric in GAUGE_METRICS:
+                        m.prediction_drift.labels(route, variant, feature, metric, window).set(
+                            values[metric])
+
+    def _alerts(self, mon: RouteMonitor, side: str, variant: str,
+                reports: dict[str, DriftReport], now: float) -> None:
+        long_r = reports["long"]
+        for rule in self.rules:
+            if rule.routes is not None and mon.name not in rule.routes:
+                continue
+            applies = {"drift": side == "inputs", "outliers": side == "inputs",
+                       "missing": side == "inputs", "prediction_drift": side == "outputs",
+                       "metric": True}[rule.condition]
+            if not applies:
+                continue
+            for i, feature in enumerate(long_r.names):
+                obs = self._observe(mon, side, variant, feature, i, rule, reports)
+                for status, alert in self.book.observe(obs, now):
+                    payload = alert.payload(status, now)
+                    self.metrics.alerts_total(mon.name, rule.name, status).inc()
+                    self.log.info("alert", **{k: payload[k] for k in (
+                        "status", "alert", "route", "variant", "feature", "metric", "value")})
+                    if self.dispatcher is not None:
+                        self.dispatcher.notify(payload, rule.sinks)
+                        if (mon.cfg.retrain is not None and status == "firing"
+                                and rule.condition in ("drift", "prediction_drift")
+                                and alert.last_sent == alert.fired_at):
+                            self.dispatcher.notify_retrain(mon.name, mon.cfg.retrain, payload)
+
+    def _observe(self, mon: RouteMonitor, side: str, variant: str, feature: str, i: int,
+                 rule: AlertRule, reports: dict[str, DriftReport]) -> Observation:
+        """Whether the rule's condition holds in either window, with the value that shows it."""
+        best = None
+        for window in ("short", "long"):
+            r = reports[window]
+            values = _metric_values(r, i)
+            if rule.condition in ("drift", "prediction_drift"):
+                active = bool(r.drifted[i])
+                moved = [(abs(values[f"{s}_change"]), s) for s in ("mean", "std", "median", "p95")
+                         if r.statistics[s]["moved"][i]]
+                if moved:
+                    metric = f"{max(moved)[1]}_change"
+                    threshold = float(r.stat_threshold[i])
+                elif r.kinds[i] == CATEGORICAL:
+                    metric, threshold = "jensen_shannon", r.config.distance_threshold
+                else:
+                    metric, threshold = "wasserstein", r.config.distance_threshold
+            elif rule.condition == "outliers":
+                active, metric = bool(r.outlier_flag[i]), "outlier_rate"
+                threshold = float(r.outlier_threshold[i])
+            elif rule.condition == "missing":
+                active, metric = bool(r.missing_flag[i]), "missing_rate"
+                threshold = float(r.missing_rate_reference[i] + r.config.missing_threshold)
+            else:
+                metric, threshold = rule.metric or "", rule.above
+                v = values.get(metric, np.nan)
+                active = bool(np.isfinite(v) and threshold is not None and abs(v) > threshold
+                              and r.n_current[i] >= r.config.min_samples)
+            obs = Observation(mon.name, variant, feature, rule, active, metric,
+                              _finite(values.get(metric, np.nan)), threshold, window, "")
+            if active or best is None:
+                best = obs
+            if active:
+                break
+        assert best is not None
+        seconds = mon.cfg.short_window if best.window == "short" else mon.cfg.window
+        what = "prediction" if side == "outputs" else "feature"
+        value = "n/a" if best.value is None else f"{best.value:.4g}"
+        best.window = f"{seconds:g}s"
+        best.summary = (f"{mon.name}/{variant}: {what} '{feature}' {rule.name.replace('_', ' ')}: "
+                        f"{best.metric} = {value} (threshold {best.threshold:g}) over the last "
+                        f"{seconds:g}s" if best.threshold is not None else
+                        f"{mon.name}/{variant}: {what} '{feature}' {rule.name}")
+        return best

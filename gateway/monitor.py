@@ -1,0 +1,360 @@
+"""Monitoring off the request path: capture queue -> decode -> stats/ state per route x variant.
+
+The proxy only calls `CaptureQueue.offer()` (O(1), never blocks: a full queue drops and counts).
+A worker thread drains the queue in batches, decodes payloads with gateway.codecs, learns or
+loads each route's reference, feeds per-variant sliding windows (numba, GIL released), and on
+a fixed cadence hands the windows to the evaluator (gateway.evaluator).
+
+State per route and side (inputs, outputs): one schema and reference (shared by the variants
+unless `learn.per_variant`), and one SlidingWindow per variant on that schema, so the windows
+of variants, workers and replicas merge exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from gateway.codecs import DecodeError, decode_request, decode_response, decompress
+from gateway.config import MonitorConfig, RouteConfig
+from gateway.logs import get_logger
+from stats import SlidingWindow, StreamState, fit_baseline, load_states, save_states
+from stats.state import load_bundle
+
+SIDES = ("inputs", "outputs")
+# Rows that teach a reference for predictions when a baseline file covers only the inputs.
+OUTPUT_LEARN_ROWS = 1000
+
+
+class CaptureQueue:
+    """Bounded hand-off from the event loop to the monitor thread; deque ops are atomic."""
+
+    def __init__(self, size: int, dropped_counter) -> None:
+        self.items: deque = deque()
+        self.size = size
+        self._dropped = dropped_counter
+
+    def offer(self, item: tuple) -> bool:
+        if len(self.items) >= self.size:
+            self._dropped.inc()
+            return False
+        self.items.append(item)
+        return True
+
+    def drain(self, limit: int) -> list[tuple]:
+        out = []
+        items = self.items
+        while items and len(out) < limit:
+            out.append(items.popleft())
+        return out
+
+
+def merge_columns(tables: list[dict[str, list]]) -> tuple[dict[str, list], int]:
+    """Concatenate column tables; a name absent from one table gets Nones for its rows."""
+    names: dict[str, None] = {}
+    for t in tables:
+        names.update(dict.fromkeys(t))
+    out: dict[str, list] = {n: [] for n in names}
+    total = 0
+    for t in tables:
+        n = max((len(v) for v in t.values()), default=0)
+        for name, col in out.items():
+            values = t.get(name)
+            if values is None:
+                col.extend([None] * n)
+            else:
+                col.extend(values)
+                if len(values) < n:
+                    col.extend([None] * (n - len(values)))
+        total += n
+    return out, total
+
+
+def load_baseline_file(path: Path) -> dict[str, list] | None:
+    """Columns of a CSV or JSON-lines baseline; None for npz (a saved schema + reference)."""
+    if path.suffix == ".npz":
+        return None
+    if path.suffix in (".jsonl", ".ndjson"):
+        rows = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+        names: dict[str, None] = {}
+        for r in rows:
+            names.update(dict.fromkeys(r))
+        return {n: [r.get(n) for r in rows] for n in names}
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        return {n: [r.get(n) for r in rows] for n in reader.fieldnames or []}
+
+
+class SideModel:
+    """One side (inputs or outputs) of one route: reference + a window per variant."""
+
+    def __init__(self, route: str, side: str, cfg: MonitorConfig, learn_rows: int) -> None:
+        self.route = route
+        self.side = side
+        self.cfg = cfg
+        self.learn_rows = learn_rows
+        self.schema = None
+        self.reference: StreamState | None = None
+        self.windows: dict[str, SlidingWindow] = {}
+        self._buffer: list[dict[str, list]] = []
+        self._buffered = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.reference is not None
+
+    @property
+    def learning_progress(self) -> tuple[int, int]:
+        return (self.reference.n_rows if self.ready else self._buffered), self.learn_rows
+
+    def set_reference(self, schema, reference: StreamState) -> None:
+        self.schema, self.reference = schema, reference
+        self.windows = {}
+
+    def fit(self, columns: dict[str, list]) -> None:
+        if self.side == "inputs":
+            schema, reference = fit_baseline(columns, overrides=self.cfg.overrides)
+        else:  # class labels (few distinct integers) are categories, scores stay numeric
+            schema, reference = fit_baseline(columns, categorical=[
+                n for n, v in columns.items() if _looks_like_labels(v)])
+        self.set_reference(schema, reference)
+
+    def window(self, variant: str) -> SlidingWindow:
+        w = self.windows.get(variant)
+        if w is None:
+            slices = max(1, round(self.cfg.window / self.cfg.slice))
+            w = self.windows[variant] = SlidingWindow(self.schema, slices, self.cfg.slice,
+                                                      clock=time.time)
+        return w
+
+    def add(self, variant: str, columns: dict[str, list], rows: int, at: float) -> None:
+        if self.reference is None:
+            self._buffer.append(columns)
+            self._buffered += rows
+            if self._buffered >= self.learn_rows:
+                merged, _ = merge_columns(self._buffer)
+                self._buffer, self._buffered = [], 0
+                self.fit({k: v[: self.learn_rows] for k, v in merged.items()})
+            return
+        self.window(variant).update(columns, now=at)
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        if not self.ready:
+            return
+        states = {"reference": self.reference}
+        extra = {}
+        for i, (variant, window) in enumerate(self.windows.items()):
+            steps, slots = window.snapshot()
+            extra[f"variant{i}"] = np.array(variant)
+            extra[f"steps{i}"] = steps
+            states.update({f"v{i}.s{j}": st for j, st in enumerate(slots)})
+        save_states(path, self.schema, states, extra)
+
+    def load(self, path: Path) -> bool:
+        if not path.exists():
+            return False
+        schema, states, extra = load_bundle(path)
+        self.set_reference(schema, states["reference"])
+        i = 0
+        while f"variant{i}" in extra:
+            variant = str(extra[f"variant{i}"])
+            window = self.window(variant)
+            slots = [states[f"v{i}.s{j}"] for j in range(window.slices) if f"v{i}.s{j}" in states]
+            if len(slots) == window.slices:
+                window.restore(extra[f"steps{i}"], slots)
+            i += 1
+        return True
+
+
+class RouteMonitor:
+    """Monitoring of one route: decode settings and the side models, shared or per variant."""
+
+    def __init__(self, route: RouteConfig, state_dir: Path, config_dir: Path) -> None:
+        assert route.monitor is not None
+        self.name = route.name
+        self.protocol = route.protocol
+        self.cfg = route.monitor
+        self.state_dir = state_dir
+        self.config_dir = config_dir
+        learn = self.cfg.learn
+        self.learn_rows = learn.rows if learn else (OUTPUT_LEARN_ROWS if self.cfg.baseline else 10_000)
+        self.per_variant = bool(learn and learn.per_variant)
+        self._models: dict[tuple[str, str], SideModel] = {}
+        self.sample_rate = self.cfg.sample_rate
+        self.max_capture = self.cfg.max_capture_bytes
+        self.baseline_columns: dict[str, list] | None = None
+        self._baseline_reference = None
+        if self.cfg.baseline:
+            path = Path(self.cfg.baseline)
+            path = path if path.is_absolute() else config_dir / path
+            columns = load_baseline_file(path)
+            if columns is None:
+                self._baseline_reference = load_states(path)
+            else:
+                self.baseline_columns = columns
+
+    def model(self, side: str, variant: str) -> SideModel:
+        key = (side, variant if self.per_variant else "*")
+        m = self._models.get(key)
+        if m is None:
+            m = self._models[key] = SideModel(self.name, side, self.cfg, self.learn_rows)
+            if not m.load(self._path(key)) and side == "inputs":
+                if self._baseline_reference is not None:
+                    schema, states = self._baseline_reference
+                    m.set_reference(schema, next(iter(states.values())))
+                elif self.baseline_columns is not None:
+                    m.fit(self.baseline_columns)
+        return m
+
+    def models(self) -> list[tuple[str, str, SideModel]]:
+        return [(side, variant, m) for (side, variant), m in self._models.items()]
+
+    def _path(self, key: tuple[str, str]) -> Path:
+        side, variant = key
+        suffix = "" if variant == "*" else f".{variant}"
+        return self.state_dir / f"{self.name}.{side}{suffix}.npz"
+
+    def save(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for key, m in self._models.items():
+            m.save(self._path(key))
+
+
+class MonitorWorker:
+    """The monitor thread: drain captures, decode, update state; evaluate on a cadence."""
+
+    def __init__(self, queue: CaptureQueue, monitors: dict[str, RouteMonitor], metrics,
+                 evaluate_every: float, persist_every: float, on_evaluate=None) -> None:
+        self.queue = queue
+        self.monitors = monitors
+        self.metrics = metrics
+        self.evaluate_every = evaluate_every
+        self.persist_every = persist_every
+        self.on_evaluate = on_evaluate  # callable(now) run after each batch on the cadence
+        self.log = get_logger()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="driftgate-monitor", daemon=True)
+        self._lock = threading.Lock()  # held while state changes; readers (admin) take it too
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.drain_all()
+        self.persist()
+
+    def _run(self) -> None:
+        next_eval = time.time() + self.evaluate_every
+        next_persist = time.time() + self.persist_every
+        while not self._stop.is_set():
+            try:
+                busy = self.process(self.queue.drain(2000))
+                now = time.time()
+                if now >= next_eval:
+                    next_eval = now + self.evaluate_every
+                    if self.on_evaluate is not None:
+                        self.on_evaluate(now)
+                if now >= next_persist:
+                    next_persist = now + self.persist_every
+                    self.persist()
+            except Exception:  # the monitor must outlive any bad payload or bug
+                self.log.exception("monitor step failed")
+                busy = False
+            if not busy:
+                self._stop.wait(0.05)
+
+    def drain_all(self) -> None:
+        while self.process(self.queue.drain(2000)):
+            pass
+
+    def persist(self) -> None:
+        with self._lock:
+            for mon in self.monitors.values():
+                try:
+                    mon.save()
+                except OSError as exc:
+                    self.log.warning("cannot save monitor state", route=mon.name, error=str(exc))
+
+    def process(self, items: list[tuple]) -> bool:
+        """Decode and ingest one batch of captures. Returns whether there was anything."""
+        if not items:
+            return False
+        groups: dict[tuple[RouteMonitor, str, str], list] = {}
+        newest = 0.0
+        oldest = items[0][2]
+        m = self.metrics
+        for mon, variant, at, req, req_headers, resp, resp_headers, status in items:
+            newest = max(newest, at)
+            m.monitor_captures(mon.name, variant).inc()
+            inputs = self._decode(mon, "inputs", req, req_headers)
+            outputs = self._decode(mon, "outputs", resp, resp_headers) if status < 400 else None
+            if status >= 400:
+                if inputs is not None:
+                    m.monitor_rejected_rows(mon.name, variant).inc(_rows(inputs))
+                continue
+            if inputs is not None:
+                groups.setdefault((mon, variant, "inputs"), []).append(inputs)
+            if outputs is not None:
+                groups.setdefault((mon, variant, "outputs"), []).append(outputs)
+        with self._lock:
+            for (mon, variant, side), tables in groups.items():
+                columns, rows = merge_columns(tables)
+                if not rows:
+                    continue
+                mon.model(side, variant).add(variant, columns, rows, newest)
+                m.monitor_rows(mon.name, variant, side).inc(rows)
+        m.monitor_lag.set(max(0.0, time.time() - oldest))
+        return True
+
+    def _decode(self, mon: RouteMonitor, side: str, body: bytes | None,
+                headers: list[tuple[bytes, bytes]]) -> dict[str, list] | None:
+        try:
+            if body is None:
+                raise DecodeError("too_large" if side == "inputs" else "streamed")
+            ctype = encoding = None
+            binary = False
+            for name, value in headers:
+                lname = name.lower()
+                if lname == b"content-type":
+                    ctype = value.decode("latin-1")
+                elif lname == b"content-encoding":
+                    encoding = value.decode("latin-1")
+                elif lname == b"inference-header-content-length":
+                    binary = True
+            if binary:
+                raise DecodeError("binary_extension")
+            if side == "inputs":
+                return decode_request(mon.protocol, body, ctype, mon.cfg.feature_names or None,
+                                      mon.cfg.json_path)
+            body = decompress(body, encoding, mon.max_capture)
+            return decode_response(mon.protocol, body, ctype, mon.cfg.prediction_path)
+        except DecodeError as exc:
+            self.metrics.monitor_decode_error(mon.name, side, exc.reason).inc()
+            return None
+
+
+def _looks_like_labels(values: list) -> bool:
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    arr = arr[np.isfinite(arr)]
+    return arr.size > 0 and bool(np.all(arr == np.round(arr))) and np.unique(arr).size <= 20
+
+
+def _rows(columns: dict[str, list]) -> int:
+    return max((len(v) for v in columns.values()), default=0)
