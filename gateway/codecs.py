@@ -117,11 +117,11 @@ def v2_tensors_to_columns(tensors: list, configured: Sequence[str] | None = None
     cols: Columns = {}
     single = len(tensors) == 1
     for t in tensors:
-        if not isinstance(t, dict) or "data" not in t:
-            raise DecodeError("unknown_shape", "tensor without data")
-        params = t.get("parameters") or {}
+        params = t.get("parameters") if isinstance(t, dict) else None
         if isinstance(params, dict) and "binary_data_size" in params:
             raise DecodeError("binary_extension")
+        if not isinstance(t, dict) or "data" not in t:
+            raise DecodeError("unknown_shape", "tensor without data")
         name = str(t.get("name", f"input{len(cols)}"))
         shape = t.get("shape") or []
         data = _flatten(t["data"])

@@ -139,9 +139,12 @@ class SideModel:
             self._buffer.append(columns)
             self._buffered += rows
             if self._buffered >= self.learn_rows:
-                merged, _ = merge_columns(self._buffer)
+                merged, total = merge_columns(self._buffer)
                 self._buffer, self._buffered = [], 0
-                self.fit({k: v[: self.learn_rows] for k, v in merged.items()})
+                n = self.learn_rows
+                self.fit({k: v[:n] for k, v in merged.items()})
+                if total > n:  # rows past the reference's share go to the window, not lost
+                    self.window(variant).update({k: v[n:] for k, v in merged.items()}, now=at)
             return
         self.window(variant).update(columns, now=at)
 

@@ -152,6 +152,7 @@ class ProxyApp:
             out.append((b"server-timing", b"gateway;dur=%.3f, upstream;dur=%.3f" % (
                 (sent_at - started) * 1000, (headers_at - sent_at) * 1000)))
             data = None
+            mon = route.monitor
             if resp.complete:  # small answers: one read, one send
                 data = resp.read_available()
                 resp.release()
@@ -160,9 +161,12 @@ class ProxyApp:
                 await send({"type": "http.response.body", "body": data})
             else:
                 await send({"type": "http.response.start", "status": status, "headers": out})
-                response_bytes = await self._stream(resp, receive, send)
+                keep = [] if mon is not None else None
+                response_bytes = await self._stream(resp, receive, send, keep,
+                                                    mon.max_capture if mon is not None else 0)
+                if keep is not None and response_bytes <= mon.max_capture:
+                    data = b"".join(keep)
             upstream_dur = time.perf_counter() - sent_at
-            mon = route.monitor
             if mon is not None and (mon.sample_rate >= 1.0 or random.random() < mon.sample_rate):
                 # O(1) hand-off to the monitor thread; it decodes copies, never these objects
                 cap = mon.max_capture
@@ -200,8 +204,13 @@ class ProxyApp:
                 self._access_log(scope, fwd, route, status, duration, upstream_dur,
                                  request_bytes[0], response_bytes, error)
 
-    async def _stream(self, resp: UpstreamResponse, receive, send) -> int:
-        """Relay a body that is still arriving, chunk by chunk, until the end or a disconnect."""
+    async def _stream(self, resp: UpstreamResponse, receive, send, keep: list | None = None,
+                      keep_limit: int = 0) -> int:
+        """Relay a body that is still arriving, chunk by chunk, until the end or a disconnect.
+
+        With `keep`, chunks are also kept (references, no copy) while the total stays within
+        `keep_limit`: the monitor's copy of a response that came in several packets.
+        """
         async def watch_disconnect() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
@@ -220,6 +229,8 @@ class ProxyApp:
                 if not chunk:
                     break
                 size += len(chunk)
+                if keep is not None and size <= keep_limit:
+                    keep.append(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
             return size
