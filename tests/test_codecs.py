@@ -26,7 +26,8 @@ MLFLOW_INSTANCES = b'{"instances": [{"a": 1, "b": 2, "c": 3}, {"a": 4, "b": 5, "
 MLFLOW_INPUTS = b'{"inputs": {"a": [1, 4], "b": [2, 5], "c": [3, 6]}}'
 MLFLOW_OUT = b'{"predictions": [0.1, 0.9]}'
 # TF Serving REST (tensorflow.org/tfx/serving/api_rest): row and columnar formats
-TF_ROWS = b'{"signature_name": "serving_default", "instances": [{"tag": "foo", "x": 1.0}, {"tag": "bar", "x": 2.0}]}'
+TF_ROWS = (b'{"signature_name": "serving_default", '
+           b'"instances": [{"tag": "foo", "x": 1.0}, {"tag": "bar", "x": 2.0}]}')
 TF_COLUMNS = b'{"inputs": {"tag": ["foo", "bar"], "x": [1.0, 2.0]}}'
 TF_OUT = b'{"predictions": [[0.2, 0.8], [0.6, 0.4]]}'
 TF_OUT_COLUMNAR = b'{"outputs": {"score": [0.8, 0.4], "label": ["b", "a"]}}'
@@ -44,7 +45,8 @@ def test_kserve_v1_rows_with_configured_names():
 def test_v2_nested_flat_named_and_bytes_inputs():
     cols = decode_request("v2", V2, "application/json", ["a", "b", "c", "d"])
     assert cols == {"a": [6.8, 6.0], "b": [2.8, 3.4], "c": [4.8, 4.5], "d": [1.4, 1.6]}
-    flat = V2.replace(b"[[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]", b"[6.8, 2.8, 4.8, 1.4, 6.0, 3.4, 4.5, 1.6]")
+    flat = V2.replace(b"[[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]",
+                      b"[6.8, 2.8, 4.8, 1.4, 6.0, 3.4, 4.5, 1.6]")
     assert decode_request("v2", flat, None, ["a", "b", "c", "d"]) == cols
     assert decode_request("v2", V2_NAMED) == {"age": [31, 45, 22], "city": ["Paris", "Oslo", "Rome"]}
     assert decode_response("v2", V2_OUT) == {"predict": [1, 1]}
@@ -63,7 +65,8 @@ def test_tf_serving_rows_columns_and_outputs():
     expected = {"tag": ["foo", "bar"], "x": [1.0, 2.0]}
     assert decode_request("tfserving", TF_ROWS) == expected
     assert decode_request("tfserving", TF_COLUMNS) == expected
-    assert decode_response("tfserving", TF_OUT) == {"prediction_0": [0.2, 0.6], "prediction_1": [0.8, 0.4]}
+    assert decode_response("tfserving", TF_OUT) == {"prediction_0": [0.2, 0.6],
+                                                    "prediction_1": [0.8, 0.4]}
     assert decode_response("tfserving", TF_OUT_COLUMNAR) == {"score": [0.8, 0.4], "label": ["b", "a"]}
 
 

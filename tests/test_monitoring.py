@@ -6,7 +6,6 @@ import time
 
 import httpx
 import numpy as np
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.demo_model import FEATURES, build_model_app, synthetic_rows
