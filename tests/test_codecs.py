@@ -74,7 +74,8 @@ def test_plain_json_rows_columns_and_path():
     assert decode_request("json", b'[{"a": 1}, {"a": 2, "b": "x"}]') == {"a": [1, 2], "b": [None, "x"]}
     assert decode_request("json", b'{"a": [1, 2], "b": [3, 4]}') == {"a": [1, 2], "b": [3, 4]}
     body = b'{"meta": {"v": 1}, "payload": {"rows": [[1, 2], [3, 4]]}}'
-    assert decode_request("json", body, None, ["x", "y"], json_path="payload.rows") == {"x": [1, 3], "y": [2, 4]}
+    cols = decode_request("json", body, None, ["x", "y"], json_path="payload.rows")
+    assert cols == {"x": [1, 3], "y": [2, 4]}
 
 
 def test_auto_detects_each_protocol():
