@@ -66,15 +66,18 @@ def rows_to_columns(rows: list, configured: Sequence[str] | None = None,
                 keys.update(dict.fromkeys(r))
         return {k: [r.get(k) if isinstance(r, dict) else None for r in rows] for k in keys}
     if isinstance(first, list):
+        width = len(first)
+        if all(type(r) is list and len(r) == width for r in rows):
+            # the common case: one C-level transpose. Nested values (an image, a sequence)
+            # pass through and are counted as wrong-typed by stats/.
+            return dict(zip(_names(width, configured), map(list, zip(*rows))))
         width = max(len(r) if isinstance(r, list) else 1 for r in rows)
         names = _names(width, configured)
         cols: Columns = {n: [] for n in names}
         for r in rows:
             r = r if isinstance(r, list) else [r]
             for j, n in enumerate(names):
-                v = r[j] if j < len(r) else None
-                # a nested list (an image, a sequence) is not a tabular feature
-                cols[n].append(v if not isinstance(v, (list, dict)) else None)
+                cols[n].append(r[j] if j < len(r) else None)
         return cols
     return {configured[0] if configured else scalar_name: rows}
 

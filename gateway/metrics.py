@@ -106,6 +106,8 @@ class GatewayMetrics:
         self._request_children: dict[tuple, tuple] = {}
         self._route_children: dict[str, tuple] = {}
         self._error_children: dict[tuple[str, str], Counter] = {}
+        # monitoring children: labels come from config names and closed sets only
+        self._children: dict[tuple, object] = {}
 
     def route_children(self, route: str) -> tuple:
         """(in_flight, request_size, response_size) children of one route."""
@@ -134,11 +136,19 @@ class GatewayMetrics:
         if upstream_duration is not None:
             children[2].observe(upstream_duration)
 
+    def _child(self, family, *labels: str):
+        """A cached label child: labels() costs more than the update it serves."""
+        key = (family, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*labels)
+        return child
+
     def monitor_captures(self, route: str, variant: str):
-        return self._monitor_captures.labels(route, variant)
+        return self._child(self._monitor_captures, route, variant)
 
     def monitor_rows(self, route: str, variant: str, side: str):
-        return self._monitor_rows.labels(route, variant, side)
+        return self._child(self._monitor_rows, route, variant, side)
 
     def monitor_rejected_rows(self, route: str, variant: str):
         return self._monitor_rejected.labels(route, variant)

@@ -71,20 +71,26 @@ def _numeric_column(values: Sequence, kinds_row: np.ndarray) -> np.ndarray:
 
 def _categorical_column(values: Sequence, codes: dict[str, int], other: int,
                         kinds_row: np.ndarray) -> np.ndarray:
-    out = np.empty(len(values))
-    for i, v in enumerate(values):
-        if v is None or (isinstance(v, float) and v != v):
-            kinds_row[K_NULL] += 1
-            out[i] = np.nan
-        elif v is _ABSENT:
-            kinds_row[K_ABSENT] += 1
-            out[i] = np.nan
-        elif isinstance(v, (list, dict)):
-            kinds_row[K_TYPE] += 1
-            out[i] = np.nan
-        else:
-            out[i] = codes.get(v if isinstance(v, str) else str(v), other)
+    try:  # the common case, known strings: one dict lookup per value, nothing else
+        out = np.array([codes.get(v, -1) for v in values], dtype=np.float64)
+    except TypeError:  # an unhashable value somewhere: the careful path for all
+        out = np.full(len(values), -1.0)
+    for i in np.flatnonzero(out < 0):
+        out[i] = _categorical_value(values[i], codes, other, kinds_row)
     return out
+
+
+def _categorical_value(v, codes: dict[str, int], other: int, kinds_row: np.ndarray) -> float:
+    if v is None or (isinstance(v, float) and v != v):
+        kinds_row[K_NULL] += 1
+        return np.nan
+    if v is _ABSENT:
+        kinds_row[K_ABSENT] += 1
+        return np.nan
+    if isinstance(v, (list, dict)):
+        kinds_row[K_TYPE] += 1
+        return np.nan
+    return codes.get(v if isinstance(v, str) else str(v), other)
 
 
 def _column(values: Sequence, schema: Schema, j: int, kinds: np.ndarray) -> np.ndarray:
