@@ -41,8 +41,10 @@ def _stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and all its descendants (nginx workers, say)."""
+def cpu_seconds(pid: int, descendants: bool = True) -> float:
+    """User + system CPU of a process and (by default) all its descendants (nginx workers)."""
+    if not descendants:
+        return sum(int(v) for v in _stat(pid)[11:13]) / CLK_TCK
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 
 def build_admin_app(gw: Gateway) -> Starlette:
     async def metrics(request: Request) -> Response:
-        return Response(generate_latest(gw.runtime.metrics.registry),
-                        media_type=CONTENT_TYPE_LATEST)
+        text = generate_latest(gw.runtime.metrics.registry)
+        if gw.runtime.monitor is not None:  # the monitor process's families, as of its last round
+            text += gw.runtime.monitor.metrics_text
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "alive", "version": gateway.__version__})
@@ -36,11 +38,12 @@ def build_admin_app(gw: Gateway) -> Starlette:
 
     async def monitoring(request: Request) -> Response:
         """Every monitored route x variant: windows, measures, flags, histograms, alerts."""
-        snap = gw.runtime.evaluator.snapshot()
-        body = {"monitored_routes": sorted(gw.runtime.monitors),
+        link = gw.runtime.monitor
+        body = {"monitored_routes": sorted(gw.runtime.monitored),
+                "monitor_process": {"alive": link is not None and link.alive},
                 "queue": {"waiting": len(gw.runtime.capture.items),
                           "capacity": gw.runtime.capture.size},
-                **snap}
+                **(link.snapshot if link is not None else {})}
         return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
                         media_type="application/json")
 

@@ -1,22 +1,28 @@
-"""`driftgate demo`: two demo model versions, the gateway in front, and traffic through it.
+"""`driftgate demo`: two demo model versions, the gateway in front, traffic, and a drift alert.
 
 Everything runs on embedded defaults and loopback ports (the usual ones when free, others when
-taken). It prints where to look, a summary of what the gateway measured, and keeps serving light
-traffic until Ctrl-C (or `--duration`), then stops everything it started.
+taken), with a baseline file and state directory in a temporary folder. It prints where to
+look and a summary of what the gateway measured, then shifts one feature of the traffic
+(monthly_charges +15%) and prints the drift alert as it reaches a local webhook. It keeps
+serving light traffic until Ctrl-C (or `--duration`), then stops everything it started.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import random
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import parse_config
@@ -24,18 +30,29 @@ from gateway.demo_model import FEATURES, synthetic_rows
 from gateway.logs import configure_logging
 from gateway.server import Gateway
 
+MONITOR = "{{baseline: train.csv, features: [tenure_months, monthly_charges, support_calls, " \
+          "usage_gb, plan]}}"
 DEMO_CONFIG = """
 server: {{host: 127.0.0.1, port: {port}}}
 admin: {{host: 127.0.0.1, port: {admin}}}
-logging: {{format: console, access_log: {{sample_rate: 0.01}}}}
+logging: {{format: console, access_log: {{sample_rate: 0.002}}}}
+state_dir: state
 upstreams:
   churn-v1: {{url: "http://127.0.0.1:{v1}"}}
   churn-v2: {{url: "http://127.0.0.1:{v2}"}}
 routes:
-  - {{name: churn-v2-protocol, match: {{path_prefix: /v2/models/churn}}, upstream: churn-v1}}
-  - {{name: churn-v1-protocol, match: {{path_prefix: /v1/models/churn}}, upstream: churn-v1}}
-  - {{name: churn-mlflow, match: {{path: /invocations}}, upstream: churn-v2}}
-"""
+  - {{name: churn-v2-protocol, match: {{path_prefix: /v2/models/churn}}, upstream: churn-v1,
+     protocol: v2, monitor: MONITOR}}
+  - {{name: churn-v1-protocol, match: {{path_prefix: /v1/models/churn}}, upstream: churn-v1,
+     protocol: kserve-v1, monitor: MONITOR}}
+  - {{name: churn-mlflow, match: {{path: /invocations}}, upstream: churn-v2,
+     protocol: mlflow, monitor: MONITOR}}
+alerts:
+  evaluate_every: 2s
+  sinks:
+    demo-webhook: {{type: webhook, url: "http://127.0.0.1:{hook}/alerts"}}
+""".replace("MONITOR", MONITOR)
+SHIFT_FEATURE, SHIFT = "monthly_charges", 0.15
 
 
 def port_or_free(preferred: int) -> int:
@@ -65,11 +82,10 @@ def demo_request(rows: list[list], protocol: str) -> tuple[str, dict]:
     """(path, JSON body) of one prediction request in the given protocol."""
     if protocol == "v1":
         return "/v1/models/churn:predict", {"instances": rows}
-    if protocol == "v2":
+    if protocol == "v2":  # one named tensor per feature
         return "/v2/models/churn/infer", {"inputs": [
-            {"name": "features", "shape": [len(rows), 4], "datatype": "FP64",
-             "data": [v for r in rows for v in r[:4]]},
-            {"name": "plan", "shape": [len(rows)], "datatype": "BYTES", "data": [r[4] for r in rows]}]}
+            {"name": f, "shape": [len(rows)], "datatype": "BYTES" if f == "plan" else "FP64",
+             "data": [r[j] for r in rows]} for j, f in enumerate(FEATURES)]}
     return "/invocations", {"dataframe_split": {"columns": list(FEATURES), "data": rows}}
 
 
@@ -85,13 +101,19 @@ class Traffic:
         self.gateway_ms: list[float] = []
         self.sent = 0
         self.failed = 0
+        self.shift = 0.0  # relative change applied to SHIFT_FEATURE
 
     async def run(self) -> None:
         async with httpx.AsyncClient(base_url=self.url, timeout=10) as client:
             while True:
                 started = time.monotonic()
                 protocol = self.choice.choice(("v1", "v2", "mlflow"))
-                path, body = demo_request(synthetic_rows(self.choice.randint(1, 4), self.rng), protocol)
+                rows = synthetic_rows(self.choice.randint(1, 4), self.rng)
+                if self.shift:
+                    j = FEATURES.index(SHIFT_FEATURE)
+                    for r in rows:
+                        r[j] = round(r[j] * (1 + self.shift), 2)
+                path, body = demo_request(rows, protocol)
                 try:
                     r = await client.post(path, json=body)
                     self.sent += 1
@@ -125,17 +147,65 @@ async def print_summary(admin_url: str, traffic: Traffic) -> None:
     print(f"example: curl -s {admin_url}/metrics | grep driftgate_requests_total\n")
 
 
+class AlertReceiver(asyncio.Protocol):
+    """A minimal local webhook: prints each alert as it arrives."""
+
+    def __init__(self, demo: dict) -> None:
+        self.demo = demo
+        self.buffer = b""
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        head, sep, body = self.buffer.partition(b"\r\n\r\n")
+        if not sep:
+            return
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        if len(body) < length:
+            return
+        self.buffer = b""
+        self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        try:
+            alert = orjson.loads(body[:length])
+        except orjson.JSONDecodeError:
+            return
+        since = ""
+        if self.demo.get("shift_at") and alert.get("status") == "firing":
+            since = f" ({time.monotonic() - self.demo['shift_at']:.1f} s after the shift)"
+            self.demo.setdefault("alerted", time.monotonic())
+        print(f"ALERT {alert.get('status')} {alert.get('alert')} {alert.get('route')}/"
+              f"{alert.get('variant')} feature={alert.get('feature')}: {alert.get('summary')}"
+              f"{since}", flush=True)
+
+
+def write_baseline(path: Path, rows: int = 20_000) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(FEATURES)
+        w.writerows(synthetic_rows(rows, np.random.default_rng(2024)))
+
+
 async def _demo(duration: float | None, rate: float) -> int:
     v1, v2 = port_or_free(9001), port_or_free(9002)
     port, admin = port_or_free(8080), port_or_free(8090)
+    workdir = Path(tempfile.mkdtemp(prefix="driftgate-demo-"))
+    write_baseline(workdir / "train.csv")
+    demo_state: dict = {}
+    receiver = await asyncio.get_running_loop().create_server(
+        lambda: AlertReceiver(demo_state), "127.0.0.1", 0)
+    hook = receiver.sockets[0].getsockname()[1]
     models = [subprocess.Popen([sys.executable, "-m", "gateway", "demo-model", "--port", str(p),
                                 "--name", "churn", "--version", version, "--seed", str(seed)])
               for p, version, seed in ((v1, "v1", 1), (v2, "v2", 2))]
     tasks: list[asyncio.Task] = []
     try:
         await asyncio.gather(wait_port(v1), wait_port(v2))
-        cfg = parse_config(DEMO_CONFIG.format(port=port, admin=admin, v1=v1, v2=v2), "<demo>")
-        gw = Gateway(cfg)
+        cfg = parse_config(DEMO_CONFIG.format(port=port, admin=admin, v1=v1, v2=v2, hook=hook),
+                           "<demo>")
+        gw = Gateway(cfg, workdir)
         serving = asyncio.create_task(gw.serve())
         await gw.started.wait()
         url, admin_url = f"http://127.0.0.1:{gw.port}", f"http://127.0.0.1:{gw.admin_port}"
@@ -144,25 +214,34 @@ driftgate demo
   model churn v1    http://127.0.0.1:{v1}   (KServe V1, Open Inference V2, MLflow)
   model churn v2    http://127.0.0.1:{v2}
   gateway           {url}      <- point clients here
-  admin             {admin_url}      /metrics /healthz /readyz
+  admin             {admin_url}      /metrics /healthz /readyz /monitoring
+  alerts webhook    http://127.0.0.1:{hook}/alerts   (prints what it gets, below)
 try:
   curl -s -X POST {url}/v1/models/churn:predict -d '{{"instances": [[12, 70.5, 2, 21.3, "basic"]]}}'
-sending {rate:g} requests/s of V1, V2 and MLflow traffic; Ctrl-C stops everything
+sending {rate:g} requests/s of V1, V2 and MLflow traffic, monitored against a baseline;
+Ctrl-C stops everything
 """, flush=True)
         traffic = Traffic(url, rate, stopping=lambda: gw.draining)
         tasks.append(asyncio.create_task(traffic.run()))
-        first = min(5.0, duration) if duration else 5.0
+        first = min(6.0, duration) if duration else 6.0
         await asyncio.sleep(first)
         await print_summary(admin_url, traffic)
+        print(f"shifting {SHIFT_FEATURE} by +{SHIFT:.0%} in all traffic now; the drift alert "
+              f"should reach the webhook within seconds", flush=True)
+        traffic.shift = SHIFT
+        demo_state["shift_at"] = time.monotonic()
         if duration is not None:
             await asyncio.wait([serving], timeout=max(0.0, duration - first))
             tasks[0].cancel()
             gw.stop()
         await serving
+        if "alerted" not in demo_state:
+            print("no drift alert arrived before the demo ended", flush=True)
         return 0 if traffic.sent and traffic.failed == 0 else 1
     finally:
         for task in tasks:
             task.cancel()
+        receiver.close()
         for proc in models:
             proc.terminate()
         for proc in models:

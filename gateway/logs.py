@@ -14,9 +14,13 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "error": logging.ERROR}
 
 
-def configure_logging(level: str = "info", fmt: str = "auto") -> None:
-    """Configure structlog once per process; `fmt` is auto (console on a TTY), json or console."""
-    console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
+def configure_logging(level: str = "info", fmt: str = "auto", stream=None) -> None:
+    """Configure structlog once per process; `fmt` is auto (console on a TTY), json or console.
+
+    `stream` defaults to stdout (the monitor process logs to stderr: its stdout carries frames).
+    """
+    stream = stream or sys.stdout
+    console = fmt == "console" or (fmt == "auto" and stream.isatty())
     processors: list = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -24,15 +28,15 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         structlog.processors.format_exc_info,
     ]
     if console:
-        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty()))
-        factory = structlog.PrintLoggerFactory(sys.stdout)
+        processors.append(structlog.dev.ConsoleRenderer(colors=stream.isatty()))
+        factory = structlog.PrintLoggerFactory(stream)
     else:
         processors.append(structlog.processors.JSONRenderer(serializer=orjson.dumps))
-        factory = structlog.BytesLoggerFactory(sys.stdout.buffer)
+        factory = structlog.BytesLoggerFactory(stream.buffer)
     wrapper = structlog.make_filtering_bound_logger(_LEVELS.get(level.lower(), logging.INFO))
     structlog.configure(processors=processors, wrapper_class=wrapper, logger_factory=factory,
                         cache_logger_on_first_use=True)
-    access_sink = structlog.PrintLogger(sys.stdout) if console else BufferedLineLogger(sys.stdout.buffer)
+    access_sink = structlog.PrintLogger(stream) if console else BufferedLineLogger(stream.buffer)
     _state["access"] = structlog.wrap_logger(access_sink, processors=processors,
                                              wrapper_class=wrapper, cache_logger_on_first_use=True)
     _state["access_sink"] = access_sink

@@ -58,10 +58,59 @@ class GatewayMetrics:
         self.unrouted = Counter(
             "driftgate_unrouted_requests", "Requests that matched no route (answered 404).",
             registry=r)
-        # -- monitoring (updated off the request path) ----------------------------------------
+        # Captures the proxy could not hand to the monitor (queue full or monitor down).
         self.monitor_dropped = Counter(
-            "driftgate_monitor_dropped", "Captures dropped because the monitor queue was full.",
-            registry=r)
+            "driftgate_monitor_dropped", "Captures dropped: the monitor queue was full or the "
+            "monitor process was not taking them.", registry=r)
+        self.build_info = Info("driftgate_build", "Gateway version.", registry=r)
+        self.build_info.info({"version": gateway.__version__})
+        self._request_children: dict[tuple, tuple] = {}
+        self._route_children: dict[str, tuple] = {}
+        self._error_children: dict[tuple[str, str], Counter] = {}
+
+    def route_children(self, route: str) -> tuple:
+        """(in_flight, request_size, response_size) children of one route."""
+        children = self._route_children.get(route)
+        if children is None:
+            children = (self.in_flight.labels(route), self.request_size.labels(route),
+                        self.response_size.labels(route))
+            self._route_children[route] = children
+        return children
+
+    def observe_request(self, route: str, variant: str, upstream: str, method: str,
+                        status: int, duration: float, upstream_duration: float | None) -> None:
+        key = (route, variant, upstream, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            method_label = method if method in _KNOWN_METHODS else "OTHER"
+            children = (
+                self.requests.labels(route, variant, upstream, method_label, str(status)),
+                self.request_duration.labels(route, variant, upstream, f"{status // 100}xx"),
+                self.upstream_duration.labels(route, upstream),
+            )
+            if len(self._request_children) < 10_000:  # bounded: codes are a small closed set
+                self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(duration)
+        if upstream_duration is not None:
+            children[2].observe(upstream_duration)
+
+    def upstream_error(self, upstream: str, kind: str) -> None:
+        child = self._error_children.get((upstream, kind))
+        if child is None:
+            child = self._error_children[(upstream, kind)] = self.upstream_errors.labels(
+                upstream, kind)
+        child.inc()
+
+
+class MonitorMetrics:
+    """Families the monitor process owns; the admin port serves them beside the proxy's."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        # labels come from config names and closed sets only
+        self._children: dict[tuple, object] = {}
         self._monitor_captures = Counter(
             "driftgate_monitor_captures", "Exchanges the monitor took from the queue.",
             ["route", "variant"], registry=r)
@@ -101,40 +150,6 @@ class GatewayMetrics:
         self._deliveries = Counter(
             "driftgate_alert_deliveries", "Alert posts by sink and outcome (sent, failed, dropped).",
             ["sink", "outcome"], registry=r)
-        self.build_info = Info("driftgate_build", "Gateway version.", registry=r)
-        self.build_info.info({"version": gateway.__version__})
-        self._request_children: dict[tuple, tuple] = {}
-        self._route_children: dict[str, tuple] = {}
-        self._error_children: dict[tuple[str, str], Counter] = {}
-        # monitoring children: labels come from config names and closed sets only
-        self._children: dict[tuple, object] = {}
-
-    def route_children(self, route: str) -> tuple:
-        """(in_flight, request_size, response_size) children of one route."""
-        children = self._route_children.get(route)
-        if children is None:
-            children = (self.in_flight.labels(route), self.request_size.labels(route),
-                        self.response_size.labels(route))
-            self._route_children[route] = children
-        return children
-
-    def observe_request(self, route: str, variant: str, upstream: str, method: str,
-                        status: int, duration: float, upstream_duration: float | None) -> None:
-        key = (route, variant, upstream, method, status)
-        children = self._request_children.get(key)
-        if children is None:
-            method_label = method if method in _KNOWN_METHODS else "OTHER"
-            children = (
-                self.requests.labels(route, variant, upstream, method_label, str(status)),
-                self.request_duration.labels(route, variant, upstream, f"{status // 100}xx"),
-                self.upstream_duration.labels(route, upstream),
-            )
-            if len(self._request_children) < 10_000:  # bounded: codes are a small closed set
-                self._request_children[key] = children
-        children[0].inc()
-        children[1].observe(duration)
-        if upstream_duration is not None:
-            children[2].observe(upstream_duration)
 
     def _child(self, family, *labels: str):
         """A cached label child: labels() costs more than the update it serves."""
@@ -165,9 +180,3 @@ class GatewayMetrics:
     def alert_delivery(self, sink: str, outcome: str):
         return self._deliveries.labels(sink, outcome)
 
-    def upstream_error(self, upstream: str, kind: str) -> None:
-        child = self._error_children.get((upstream, kind))
-        if child is None:
-            child = self._error_children[(upstream, kind)] = self.upstream_errors.labels(
-                upstream, kind)
-        child.inc()

@@ -1,9 +1,8 @@
-"""Monitoring off the request path: capture queue -> decode -> stats/ state per route x variant.
+"""Monitoring state: decode captures -> stats/ state per route x variant (monitor process).
 
-The proxy only calls `CaptureQueue.offer()` (O(1), never blocks: a full queue drops and counts).
-A worker thread drains the queue in batches, decodes payloads with gateway.codecs, learns or
-loads each route's reference, feeds per-variant sliding windows (numba, GIL released), and on
-a fixed cadence hands the windows to the evaluator (gateway.evaluator).
+The proxy only queues captures (gateway.capture); the monitor process (gateway.monitor_service)
+feeds them here in batches: payloads are decoded with gateway.codecs, each route's reference is
+loaded or learned, and per-variant sliding windows are updated; the evaluator reads them.
 
 State per route and side (inputs, outputs): one schema and reference (shared by the variants
 unless `learn.per_variant`), and one SlidingWindow per variant on that schema, so the windows
@@ -13,10 +12,8 @@ of variants, workers and replicas merge exactly.
 from __future__ import annotations
 
 import csv
-import threading
-from itertools import chain
 import time
-from collections import deque
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -31,29 +28,6 @@ from stats.state import load_bundle
 SIDES = ("inputs", "outputs")
 # Rows that teach a reference for predictions when a baseline file covers only the inputs.
 OUTPUT_LEARN_ROWS = 1000
-
-
-class CaptureQueue:
-    """Bounded hand-off from the event loop to the monitor thread; deque ops are atomic."""
-
-    def __init__(self, size: int, dropped_counter) -> None:
-        self.items: deque = deque()
-        self.size = size
-        self._dropped = dropped_counter
-
-    def offer(self, item: tuple) -> bool:
-        if len(self.items) >= self.size:
-            self._dropped.inc()
-            return False
-        self.items.append(item)
-        return True
-
-    def drain(self, limit: int) -> list[tuple]:
-        out = []
-        items = self.items
-        while items and len(out) < limit:
-            out.append(items.popleft())
-        return out
 
 
 def merge_columns(tables: list[dict[str, list]]) -> tuple[dict[str, list], int]:
@@ -237,66 +211,24 @@ class RouteMonitor:
             m.save(self._path(key))
 
 
-class MonitorWorker:
-    """The monitor thread: drain captures, decode, update state; evaluate on a cadence."""
+class MonitorCore:
+    """Decode captures and update state; runs in the monitor process (gateway.monitor_service).
 
-    def __init__(self, queue: CaptureQueue, monitors: dict[str, RouteMonitor], metrics,
-                 evaluate_every: float, persist_every: float, on_evaluate=None) -> None:
-        self.queue = queue
+    A capture is (route, variant, time, request body or None, request headers,
+    response body or None, response headers, status).
+    """
+
+    def __init__(self, monitors: dict[str, RouteMonitor], metrics) -> None:
         self.monitors = monitors
         self.metrics = metrics
-        self.evaluate_every = evaluate_every
-        self.persist_every = persist_every
-        self.on_evaluate = on_evaluate  # callable(now) run after each batch on the cadence
         self.log = get_logger()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="driftgate-monitor", daemon=True)
-        self._lock = threading.Lock()  # held while state changes; readers (admin) take it too
-
-    @property
-    def lock(self) -> threading.Lock:
-        return self._lock
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self.drain_all()
-        self.persist()
-
-    def _run(self) -> None:
-        next_eval = time.time() + self.evaluate_every
-        next_persist = time.time() + self.persist_every
-        while not self._stop.is_set():
-            try:
-                busy = self.process(self.queue.drain(2000))
-                now = time.time()
-                if now >= next_eval:
-                    next_eval = now + self.evaluate_every
-                    if self.on_evaluate is not None:
-                        self.on_evaluate(now)
-                if now >= next_persist:
-                    next_persist = now + self.persist_every
-                    self.persist()
-            except Exception:  # the monitor must outlive any bad payload or bug
-                self.log.exception("monitor step failed")
-                busy = False
-            if not busy:
-                self._stop.wait(0.05)
-
-    def drain_all(self) -> None:
-        while self.process(self.queue.drain(2000)):
-            pass
 
     def persist(self) -> None:
-        with self._lock:
-            for mon in self.monitors.values():
-                try:
-                    mon.save()
-                except OSError as exc:
-                    self.log.warning("cannot save monitor state", route=mon.name, error=str(exc))
+        for mon in self.monitors.values():
+            try:
+                mon.save()
+            except OSError as exc:
+                self.log.warning("cannot save monitor state", route=mon.name, error=str(exc))
 
     def process(self, items: list[tuple]) -> bool:
         """Decode and ingest one batch of captures. Returns whether there was anything."""
@@ -306,7 +238,10 @@ class MonitorWorker:
         newest = 0.0
         oldest = items[0][2]
         m = self.metrics
-        for mon, variant, at, req, req_headers, resp, resp_headers, status in items:
+        for route, variant, at, req, req_headers, resp, resp_headers, status in items:
+            mon = self.monitors.get(route)
+            if mon is None:
+                continue
             newest = max(newest, at)
             m.monitor_captures(mon.name, variant).inc()
             inputs = self._decode(mon, "inputs", req, req_headers)
@@ -319,13 +254,12 @@ class MonitorWorker:
                 groups.setdefault((mon, variant, "inputs"), []).append(inputs)
             if outputs is not None:
                 groups.setdefault((mon, variant, "outputs"), []).append(outputs)
-        with self._lock:
-            for (mon, variant, side), tables in groups.items():
-                columns, rows = merge_columns(tables)
-                if not rows:
-                    continue
-                mon.model(side, variant).add(variant, columns, rows, newest)
-                m.monitor_rows(mon.name, variant, side).inc(rows)
+        for (mon, variant, side), tables in groups.items():
+            columns, rows = merge_columns(tables)
+            if not rows:
+                continue
+            mon.model(side, variant).add(variant, columns, rows, newest)
+            m.monitor_rows(mon.name, variant, side).inc(rows)
         m.monitor_lag.set(max(0.0, time.time() - oldest))
         return True
 

@@ -172,7 +172,7 @@ class ProxyApp:
                 cap = mon.max_capture
                 captured = b"" if body is None else body
                 rt.capture.offer((
-                    mon, upstream.name, time.time(),
+                    mon.route, upstream.name, time.time(),
                     captured if isinstance(captured, bytes) and len(captured) <= cap else None,
                     scope["headers"],
                     data if data is not None and len(data) <= cap else None,

@@ -7,13 +7,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.capture import CaptureQueue, RouteCapture
 from gateway.config import ConfigError, GatewayConfig
 from gateway.engine import PoolSettings, UpstreamPool
-from gateway.evaluator import Evaluator
 from gateway.logs import flush_access_log, get_logger
 from gateway.metrics import GatewayMetrics
-from gateway.monitor import CaptureQueue, MonitorWorker, RouteMonitor
-from gateway.sinks import Dispatcher
+from gateway.monitor import load_baseline_file
+from gateway.monitor_link import MonitorLink
 from routing import RouteRule, RouteTable
 
 
@@ -32,7 +32,7 @@ class Route:
     in_flight: object = field(repr=False, default=None)
     request_size: object = field(repr=False, default=None)
     response_size: object = field(repr=False, default=None)
-    monitor: RouteMonitor | None = None
+    monitor: RouteCapture | None = None
 
 
 class GatewayRuntime:
@@ -64,27 +64,28 @@ class GatewayRuntime:
         self._build_monitoring()
 
     def _build_monitoring(self) -> None:
-        """Monitors for routes with a `monitor:` block, the capture queue, evaluator, sinks."""
+        """Capture settings for routes with a `monitor:` block; the monitor process link."""
         cfg = self.cfg
         self.capture = CaptureQueue(cfg.monitoring.queue_size, self.metrics.monitor_dropped)
-        self.monitors: dict[str, RouteMonitor] = {}
+        self.monitored: list[str] = []
         for i, (rc, route) in enumerate(zip(cfg.routes, self.routes)):
             if rc.monitor is None:
                 continue
-            try:
-                mon = RouteMonitor(rc, self.state_dir, self.config_dir)
-                for side in ("inputs", "outputs"):
-                    mon.model(side, route.upstream.name)  # brings back persisted state now
-            except (OSError, ValueError, KeyError) as exc:
-                raise ConfigError(f"routes[{i}].monitor.baseline: cannot use "
-                                  f"{rc.monitor.baseline!r}: {exc}") from exc
-            route.monitor = self.monitors[rc.name] = mon
-        admin = f"http://{cfg.admin.host}:{cfg.admin.port}/monitoring"
-        self.dispatcher = Dispatcher(cfg.alerts.sinks, self.metrics, admin)
-        self.evaluator = Evaluator(cfg, self.monitors, self.metrics, self.dispatcher)
-        self.worker = MonitorWorker(self.capture, self.monitors, self.metrics,
-                                    cfg.alerts.evaluate_every, cfg.monitoring.persist_every,
-                                    on_evaluate=self.evaluator.run) if self.monitors else None
+            if rc.monitor.baseline:  # a bad baseline is a config error now, not in the monitor
+                path = Path(rc.monitor.baseline)
+                path = path if path.is_absolute() else self.config_dir / path
+                try:
+                    if path.suffix != ".npz":
+                        load_baseline_file(path)
+                    elif not path.is_file():
+                        raise FileNotFoundError(f"no such file: {path}")
+                except (OSError, ValueError) as exc:
+                    raise ConfigError(f"routes[{i}].monitor.baseline: cannot use "
+                                      f"{rc.monitor.baseline!r}: {exc}") from exc
+            route.monitor = RouteCapture(rc.name, rc.monitor.sample_rate,
+                                         rc.monitor.max_capture_bytes)
+            self.monitored.append(rc.name)
+        self.monitor = MonitorLink(cfg, self.config_dir, self.capture) if self.monitored else None
 
     # -- readiness ---------------------------------------------------------------------------
     def unready_routes(self) -> dict[str, str]:
@@ -118,15 +119,13 @@ class GatewayRuntime:
         await self.probe_once()
         self._tasks = [asyncio.create_task(self._probe_loop()),
                        asyncio.create_task(self._flush_loop())]
-        await self.dispatcher.start()
-        if self.worker is not None:
-            self.worker.start()
+        if self.monitor is not None:
+            await self.monitor.start()
 
     async def aclose(self) -> None:
         for task in self._tasks:
             task.cancel()
         flush_access_log()
-        if self.worker is not None:
-            await asyncio.to_thread(self.worker.stop)  # drains the queue and saves state
-        await self.dispatcher.aclose()
+        if self.monitor is not None:
+            await self.monitor.stop()  # flushes the queue; the process saves its state
         await asyncio.gather(*(u.pool.aclose() for u in self.upstreams.values()))

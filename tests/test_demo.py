@@ -6,7 +6,7 @@ from tests.servers import run_cli
 
 
 def test_demo_runs_shows_metrics_and_stops_everything():
-    done = run_cli("demo", "--duration", "7", "--rate", "40", timeout=90)
+    done = run_cli("demo", "--duration", "25", "--rate", "40", timeout=120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "gateway           http://127.0.0.1:" in out
@@ -16,3 +16,9 @@ def test_demo_runs_shows_metrics_and_stops_everything():
     assert sum(counts.values()) >= 100
     assert re.search(r"gateway's own time per request \(Server-Timing\): p50 [\d.]+ ms", out)
     assert "demo stopped: gateway and both models are down" in out
+    # the shift of monthly_charges reaches the local webhook as a drift alert, and nothing else
+    alerts = re.findall(r"^ALERT firing (\S+) (\S+) feature=(\S+): .*\(([\d.]+) s after the shift\)$",
+                        out, re.M)
+    assert alerts, out[-3000:]
+    assert {feature for _, _, feature, _ in alerts} == {"monthly_charges"}
+    assert min(float(delay) for *_, delay in alerts) < 30

@@ -1,0 +1,43 @@
+"""The proxy's side of monitoring: a bounded capture queue, O(1), never blocking.
+
+What a capture holds is in gateway.monitor.MonitorCore; the bodies and header lists are the
+objects the proxy already has (no copies). gateway.monitor_link ships the queue to the monitor
+process in batches.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RouteCapture:
+    """Per-route capture settings the hot path reads."""
+
+    route: str
+    sample_rate: float
+    max_capture: int
+
+
+class CaptureQueue:
+    def __init__(self, size: int, dropped_counter) -> None:
+        self.items: deque = deque()
+        self.size = size
+        self._dropped = dropped_counter
+
+    def offer(self, item: tuple) -> bool:
+        if len(self.items) >= self.size:
+            self._dropped.inc()
+            return False
+        self.items.append(item)
+        return True
+
+    def drain(self) -> list[tuple]:
+        items, self.items = self.items, deque()
+        return list(items)
+
+    def drop(self, n: int) -> None:
+        """Count captures lost after they left the queue (the monitor process was not there)."""
+        if n:
+            self._dropped.inc(n)

@@ -1,0 +1,112 @@
+"""The gateway's side of the monitor process: start it, ship captures, collect its results.
+
+Every 20 ms the capture queue goes to the monitor process as one frame over a pipe (asyncio
+writes: the event loop never blocks on it). If the process falls behind by more than
+`MAX_BUFFER` bytes of frames, or is gone, captures are dropped and counted, never waited for.
+The process answers with Prometheus text and /monitoring snapshots, kept here for the admin app.
+If it dies it is started again (state comes back from the state directory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from gateway.capture import CaptureQueue
+from gateway.config import GatewayConfig
+from gateway.frames import frame, read_frame
+from gateway.logs import get_logger
+
+FLUSH_EVERY = 0.02
+MAX_BUFFER = 64 << 20
+
+
+class MonitorLink:
+    def __init__(self, cfg: GatewayConfig, config_dir: Path, queue: CaptureQueue) -> None:
+        self.cfg = cfg
+        self.config_dir = config_dir
+        self.queue = queue
+        self.log = get_logger()
+        self.metrics_text = b""
+        self.snapshot: dict = {}
+        self._proc: asyncio.subprocess.Process | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._ready = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._stopping = False
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def start(self, timeout: float = 60.0) -> None:
+        await self._spawn()
+        await asyncio.wait_for(self._ready.wait(), timeout)
+        self._tasks.append(asyncio.create_task(self._flush_loop()))
+
+    async def _spawn(self) -> None:
+        self._ready.clear()
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.monitor_service",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 30)
+        cfg_json = self.cfg.model_dump_json(by_alias=True)
+        self._proc.stdin.write(frame("config", (cfg_json, str(self.config_dir))))
+        self._tasks.append(asyncio.create_task(self._read_loop(self._proc)))
+
+    async def _read_loop(self, proc: asyncio.subprocess.Process) -> None:
+        while True:
+            message = await read_frame(proc.stdout)
+            if message is None:
+                break
+            kind, data = message
+            if kind == "metrics":
+                self.metrics_text = data
+            elif kind == "snapshot":
+                self.snapshot = data
+            elif kind == "ready":
+                self.log.info("monitor process started", pid=data)
+                self._ready.set()
+            elif kind == "stopped":
+                self._stopped.set()
+        await proc.wait()
+        if not self._stopping:
+            self.log.error("monitor process exited; starting it again", code=proc.returncode)
+            await asyncio.sleep(1.0)
+            await self._spawn()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_EVERY)
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.queue.items:
+            return
+        items = self.queue.drain()
+        proc = self._proc
+        if not self._ready.is_set() or proc is None or proc.returncode is not None \
+                or proc.stdin.is_closing() \
+                or proc.stdin.transport.get_write_buffer_size() > MAX_BUFFER:
+            self.queue.drop(len(items))
+            return
+        proc.stdin.write(frame("captures", items))
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        """Flush what is queued, let the process save its state, and wait for it."""
+        self._stopping = True
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        self.flush()
+        proc.stdin.write(frame("stop"))
+        try:
+            await proc.stdin.drain()
+            await asyncio.wait_for(self._stopped.wait(), timeout)
+            await asyncio.wait_for(proc.wait(), 5)
+        except (TimeoutError, ConnectionError):
+            self.log.warning("monitor process did not stop in time: killed")
+            proc.kill()
+        finally:
+            for task in self._tasks:
+                task.cancel()
