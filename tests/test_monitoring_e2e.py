@@ -7,6 +7,7 @@ import time
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.demo_model import FEATURES, build_model_app, synthetic_rows
 from tests.servers import AppServer, GatewayServer, Recorder, free_port
@@ -109,6 +110,14 @@ def test_six_percent_shift_alerts_within_30s_then_resolves(stack):
         assert body["metric"] in ("mean_change", "median_change", "p95_change", "wasserstein")
         for key in ("value", "threshold", "window", "started_at", "summary"):
             assert body[key] is not None
+        text = httpx.get(f"{gw.admin_url}/metrics").text
+        gauges = {(s.labels["feature"], s.labels["metric"], s.labels["window"]): s.value
+                  for f in text_string_to_metric_families(text) for s in f.samples
+                  if s.name == "driftgate_feature_drift"}
+        assert gauges[("monthly_charges", "drifted", "short")] == 1.0
+        assert gauges[("tenure_months", "drifted", "short")] == 0.0
+        assert gauges[("monthly_charges", "mean_change", "short")] > 0.03
+        assert "driftgate_monitor_rows_total" in text and "driftgate_feature_missing_ratio" in text
         other = {b["feature"] for _, b in hook.received if b["status"] == "firing"}
         assert other <= {"monthly_charges"}, f"unshifted features alerted: {other}"
         traffic.scale = 1.0
