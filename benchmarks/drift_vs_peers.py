@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import machine_line  # noqa: E402
+from benchmarks.harness import emit, machine_line  # noqa: E402
 
 SHIFTED = [f"f{i}" for i in range(5)]
 
@@ -144,10 +144,7 @@ def main() -> int:
         lines.append(f"| {name} | {r['seconds']:.3f} | {faster}{extra} "
                      f"| {', '.join(r['flagged']) or 'none'} | {exact} |")
     report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+    emit(report, args.out)
     return 0
 
 

@@ -5,32 +5,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.netutil import free_port, wait_port  # noqa: F401  (used by the benchmarks)
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
 
 
 def pinned(cmd: list[str], cpu: str | None) -> list[str]:
@@ -186,6 +169,14 @@ def wrk(url: str, connections: int, seconds: float, body: str, cpu: str | None =
         p99_ms=_ms(re.search(r"\s99%\s+(\S+)", out).group(1)),
         errors=errors,
     )
+
+
+def emit(report: str, out: Path | None) -> None:
+    """Print a benchmark's report and, with --out, write it there too."""
+    print(report)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report)
 
 
 def machine_line() -> str:

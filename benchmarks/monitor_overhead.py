@@ -15,7 +15,6 @@ monitor sustained, and captures it dropped.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 import tempfile
@@ -23,14 +22,22 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import Process, cpu_seconds, free_port, machine_line, nginx_model, wrk  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    Process,
+    cpu_seconds,
+    emit,
+    free_port,
+    machine_line,
+    nginx_model,
+    wrk,
+)
 from benchmarks.proxy_overhead import ANSWER, BODY  # noqa: E402
-from gateway.demo_model import FEATURES, synthetic_rows  # noqa: E402
+from gateway.demo import write_baseline  # noqa: E402
+from gateway.demo_model import FEATURES  # noqa: E402
 
 PROXY_CPU = "1"
 
@@ -78,10 +85,7 @@ def main() -> int:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="driftgate-monbench-"))
-    with (workdir / "train.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(FEATURES)
-        w.writerows(synthetic_rows(20_000, np.random.default_rng(0)))
+    write_baseline(workdir / "train.csv", seed=0)
     model_port = free_port()
     runs: dict[str, list[dict]] = {"off": [], "on": []}
     with nginx_model(model_port, ANSWER):
@@ -135,10 +139,7 @@ def main() -> int:
                      f"| {sum(r['dropped'] for r in runs[name]):.0f} |")
     lines += ["", f"- throughput with full monitoring / without: {ratio:.2f} (target >= 0.85)"]
     report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+    emit(report, args.out)
     return 0
 
 

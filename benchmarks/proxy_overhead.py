@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.harness import (  # noqa: E402
     Process,
     cpu_seconds,
+    emit,
     free_port,
     machine_line,
     nginx_model,
@@ -164,10 +165,7 @@ def main() -> int:
                 print(f"round {round_no + 1} {name}: {row['rps']:,.0f} req/s{cpu}", file=sys.stderr)
     rows = [median_row(r) for r in runs.values()]
     report = render(rows, args.seconds, args.connections)
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+    emit(report, args.out)
     return 0
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import machine_line  # noqa: E402
+from benchmarks.harness import emit, machine_line  # noqa: E402
 from stats.baseline import fit_baseline  # noqa: E402
 from stats.drift import evaluate  # noqa: E402
 from stats.state import StreamState  # noqa: E402
@@ -132,10 +132,7 @@ def main() -> int:
         f"| cold start: import + fit + first update (numba cache warm) | {t_cold:.2f} s | | | |",
     ]
     report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+    emit(report, args.out)
     return 0
 
 

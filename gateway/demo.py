@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import csv
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.config import parse_config
 from gateway.demo_model import FEATURES, synthetic_rows
 from gateway.logs import configure_logging
+from gateway.netutil import port_or_free
 from gateway.server import Gateway
 
 MONITOR = "{{baseline: train.csv, features: [tenure_months, monthly_charges, support_calls, " \
@@ -53,17 +53,6 @@ alerts:
     demo-webhook: {{type: webhook, url: "http://127.0.0.1:{hook}/alerts"}}
 """.replace("MONITOR", MONITOR)
 SHIFT_FEATURE, SHIFT = "monthly_charges", 0.15
-
-
-def port_or_free(preferred: int) -> int:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
 
 
 async def wait_port(port: int, timeout: float = 30.0) -> None:
@@ -181,11 +170,12 @@ class AlertReceiver(asyncio.Protocol):
               f"{since}", flush=True)
 
 
-def write_baseline(path: Path, rows: int = 20_000) -> None:
+def write_baseline(path: Path, rows: int = 20_000, seed: int = 2024) -> None:
+    """A CSV of demo-model training rows (header: FEATURES), usable as `monitor.baseline`."""
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(FEATURES)
-        w.writerows(synthetic_rows(rows, np.random.default_rng(2024)))
+        w.writerows(synthetic_rows(rows, np.random.default_rng(seed)))
 
 
 async def _demo(duration: float | None, rate: float) -> int:

@@ -43,6 +43,18 @@ async def send_json(send, status: int, payload: dict, headers: list | None = Non
 BUFFER_REQUEST_BYTES = 1 << 20
 
 
+async def _next_chunk(receive, total: list[int], limit: int) -> tuple[bytes, bool]:
+    """(chunk, more to come) of the request body; keeps total[0] and enforces the limit."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnected
+    chunk = message.get("body", b"")
+    total[0] += len(chunk)
+    if total[0] > limit:
+        raise BodyTooLarge
+    return chunk, message.get("more_body", False)
+
+
 async def read_request_body(receive, limit: int, total: list[int]) -> bytes | AsyncIterator[bytes]:
     """The whole body as bytes when it ends within the buffer size, else a streaming iterator.
 
@@ -50,38 +62,21 @@ async def read_request_body(receive, limit: int, total: list[int]) -> bytes | As
     `total[0]` holds the body size read so far.
     """
     chunks: list[bytes] = []
-    size = 0
     while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        total[0] = size
-        if size > limit:
-            raise BodyTooLarge
+        chunk, more = await _next_chunk(receive, total, limit)
         chunks.append(chunk)
-        if not message.get("more_body", False):
+        if not more:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if size > BUFFER_REQUEST_BYTES:
-            return _stream_rest(receive, b"".join(chunks), size, limit, total)
+        if total[0] > BUFFER_REQUEST_BYTES:
+            return _stream_rest(receive, b"".join(chunks), limit, total)
 
 
-async def _stream_rest(receive, head: bytes, size: int, limit: int,
-                       total: list[int]) -> AsyncIterator[bytes]:
+async def _stream_rest(receive, head: bytes, limit: int, total: list[int]) -> AsyncIterator[bytes]:
     yield head
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        total[0] = size
-        if size > limit:
-            raise BodyTooLarge
+    more = True
+    while more:
+        chunk, more = await _next_chunk(receive, total, limit)
         yield chunk
-        if not message.get("more_body", False):
-            return
 
 
 class ProxyApp:

@@ -1,12 +1,12 @@
 """A real Alertmanager receives the gateway's alert through API v2 and routes it to a webhook."""
 
-import csv
 import subprocess
 import time
 
 import httpx
 import numpy as np
 
+from gateway.demo import write_baseline
 from gateway.demo_model import FEATURES, build_model_app, synthetic_rows
 from tests.peers import require_binary
 from tests.servers import AppServer, GatewayServer, Recorder, free_port, wait_port
@@ -35,10 +35,7 @@ receivers:
                            "--cluster.listen-address="],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     model = AppServer(build_model_app("churn"))
-    with (tmp_path / "train.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(FEATURES)
-        w.writerows(synthetic_rows(5000, np.random.default_rng(3)))
+    write_baseline(tmp_path / "train.csv", 5000, seed=3)
     cfg = f"""
 server: {{port: {free_port()}}}
 admin: {{port: {free_port()}}}

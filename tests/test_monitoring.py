@@ -8,6 +8,7 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.demo import write_baseline
 from gateway.demo_model import FEATURES, build_model_app, synthetic_rows
 from tests.servers import AppServer, EchoApp, GatewayServer, free_port, run_cli
 
@@ -135,13 +136,8 @@ def test_learned_reference_and_windows_survive_restart(tmp_path):
 
 
 def test_baseline_build_cli_and_npz_baseline(tmp_path):
-    import csv
-
     src = tmp_path / "train.csv"
-    with src.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(FEATURES)
-        w.writerows(synthetic_rows(3000, np.random.default_rng(1)))
+    write_baseline(src, 3000, seed=1)
     done = run_cli("baseline", "build", "--from", str(src), "--out", str(tmp_path / "b.npz"))
     assert done.returncode == 0, done.stderr
     assert "3000 rows, 5 features" in done.stdout and "plan (categorical)" in done.stdout

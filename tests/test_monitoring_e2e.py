@@ -1,6 +1,5 @@
 """Monitoring end to end: real model, real gateway, real webhook; drift alert within 30 s."""
 
-import csv
 import threading
 import time
 
@@ -9,15 +8,9 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.demo import write_baseline
 from gateway.demo_model import FEATURES, build_model_app, synthetic_rows
 from tests.servers import AppServer, GatewayServer, Recorder, free_port
-
-
-def write_baseline(path, rows: int = 20_000) -> None:
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(FEATURES)
-        w.writerows(synthetic_rows(rows, np.random.default_rng(123)))
 
 
 class Traffic:
@@ -58,7 +51,7 @@ def stack(tmp_path):
     model = AppServer(build_model_app("churn"))
     hook = Recorder()
     receiver = AppServer(hook)
-    write_baseline(tmp_path / "train.csv")
+    write_baseline(tmp_path / "train.csv", seed=123)
     cfg = f"""
 server: {{port: {free_port()}}}
 admin: {{port: {free_port()}}}
