@@ -161,12 +161,56 @@ class MonitorConfig(_Model):
 PROTOCOL = Literal["auto", "kserve-v1", "v2", "mlflow", "tfserving", "json"]
 
 
+class VariantConfig(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    upstream: str
+    weight: float = Field(1.0, ge=0)
+
+
+class StickyConfig(_Model):
+    header: str | None = None
+    cookie: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> StickyConfig:
+        if (self.header is None) == (self.cookie is None):
+            raise ValueError("set exactly one of `header` or `cookie`")
+        return self
+
+
 class RouteConfig(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     match: MatchConfig
-    upstream: str
+    upstream: str | None = None              # one upstream, or:
+    variants: list[VariantConfig] = []       # a weighted split between named variants
+    sticky: StickyConfig | None = None       # same key, same variant (absent key: weighted random)
+    override_header: str = "X-Driftgate-Variant"
+    salt: str = ""                           # change it to reshuffle sticky assignments
     protocol: PROTOCOL = "auto"
     monitor: MonitorConfig | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> RouteConfig:
+        if (self.upstream is None) == (not self.variants):
+            raise ValueError("set exactly one of `upstream` or `variants`")
+        if self.variants:
+            names = [v.name for v in self.variants]
+            if len(set(names)) != len(names):
+                raise ValueError(f"duplicate variant names in {names}")
+            if sum(v.weight for v in self.variants) <= 0:
+                raise ValueError("at least one variant needs a weight above 0")
+        return self
+
+    @property
+    def variant_names(self) -> list[str]:
+        return [v.name for v in self.variants] if self.variants else [self.upstream or ""]
+
+    @property
+    def variant_upstreams(self) -> list[tuple[str, str]]:
+        """(variant name, upstream name) pairs; a plain route is one variant named after its upstream."""
+        if self.variants:
+            return [(v.name, v.upstream) for v in self.variants]
+        return [(self.upstream or "", self.upstream or "")]
 
 
 class SinkConfig(_Model):
@@ -294,11 +338,15 @@ def _line_for(lines: dict[tuple, int], path: tuple) -> int:
 def _cross_check(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
     errors: list[tuple[tuple, str]] = []
     seen: set[str] = set()
+    known = ", ".join(sorted(cfg.upstreams)) or "none defined"
     for i, route in enumerate(cfg.routes):
-        if route.upstream not in cfg.upstreams:
-            known = ", ".join(sorted(cfg.upstreams)) or "none defined"
+        if route.upstream is not None and route.upstream not in cfg.upstreams:
             errors.append((("routes", i, "upstream"),
                            f"unknown upstream {route.upstream!r} (known: {known})"))
+        for j, v in enumerate(route.variants):
+            if v.upstream not in cfg.upstreams:
+                errors.append((("routes", i, "variants", j, "upstream"),
+                               f"unknown upstream {v.upstream!r} (known: {known})"))
         if route.name in seen:
             errors.append((("routes", i, "name"), f"duplicate route name {route.name!r}"))
         seen.add(route.name)

@@ -32,6 +32,8 @@ from gateway.server import Gateway
 
 MONITOR = "{{baseline: train.csv, features: [tenure_months, monthly_charges, support_calls, " \
           "usage_gb, plan]}}"
+SPLIT = ("[{{name: control, upstream: churn-v1, weight: 90}}, "
+         "{{name: candidate, upstream: churn-v2, weight: 10}}]")
 DEMO_CONFIG = """
 server: {{host: 127.0.0.1, port: {port}}}
 admin: {{host: 127.0.0.1, port: {admin}}}
@@ -41,17 +43,17 @@ upstreams:
   churn-v1: {{url: "http://127.0.0.1:{v1}"}}
   churn-v2: {{url: "http://127.0.0.1:{v2}"}}
 routes:
-  - {{name: churn-v2-protocol, match: {{path_prefix: /v2/models/churn}}, upstream: churn-v1,
+  - {{name: churn-v2-protocol, match: {{path_prefix: /v2/models/churn}}, variants: SPLIT,
      protocol: v2, monitor: MONITOR}}
-  - {{name: churn-v1-protocol, match: {{path_prefix: /v1/models/churn}}, upstream: churn-v1,
-     protocol: kserve-v1, monitor: MONITOR}}
+  - {{name: churn-v1-protocol, match: {{path_prefix: /v1/models/churn}}, variants: SPLIT,
+     sticky: {{header: X-User-Id}}, protocol: kserve-v1, monitor: MONITOR}}
   - {{name: churn-mlflow, match: {{path: /invocations}}, upstream: churn-v2,
      protocol: mlflow, monitor: MONITOR}}
 alerts:
   evaluate_every: 2s
   sinks:
     demo-webhook: {{type: webhook, url: "http://127.0.0.1:{hook}/alerts"}}
-""".replace("MONITOR", MONITOR)
+""".replace("MONITOR", MONITOR).replace("SPLIT", SPLIT)
 SHIFT_FEATURE, SHIFT = "monthly_charges", 0.15
 
 
@@ -76,6 +78,11 @@ def demo_request(rows: list[list], protocol: str) -> tuple[str, dict]:
             {"name": f, "shape": [len(rows)], "datatype": "BYTES" if f == "plan" else "FP64",
              "data": [r[j] for r in rows]} for j, f in enumerate(FEATURES)]}
     return "/invocations", {"dataframe_split": {"columns": list(FEATURES), "data": rows}}
+
+
+def demo_headers(protocol: str, user: int) -> dict[str, str]:
+    """KServe V1 callers send a user id: the split keeps each user on one variant."""
+    return {"x-user-id": f"user-{user}"} if protocol == "v1" else {}
 
 
 class Traffic:
@@ -104,7 +111,8 @@ class Traffic:
                         r[j] = round(r[j] * (1 + self.shift), 2)
                 path, body = demo_request(rows, protocol)
                 try:
-                    r = await client.post(path, json=body)
+                    r = await client.post(path, json=body, headers=demo_headers(
+                        protocol, self.choice.randint(1, 500)))
                     self.sent += 1
                     self.failed += r.status_code >= 400
                     timing = dict(p.strip().split(";dur=") for p in r.headers["server-timing"].split(","))
@@ -119,16 +127,20 @@ class Traffic:
 async def print_summary(admin_url: str, traffic: Traffic) -> None:
     async with httpx.AsyncClient() as client:
         text = (await client.get(f"{admin_url}/metrics")).text
-    counts: dict[tuple[str, str, str], float] = {}
+    counts: dict[tuple[str, str, str, str], float] = {}
     for family in text_string_to_metric_families(text):
         if family.name == "driftgate_requests":
             for s in family.samples:
-                key = (s.labels["route"], s.labels["upstream"], s.labels["code"])
+                key = (s.labels["route"], s.labels["variant"], s.labels["upstream"], s.labels["code"])
                 counts[key] = counts.get(key, 0) + s.value
     print("\n--- what the gateway measured so far (from /metrics) ---")
-    print(f"{'route':<20} {'upstream':<10} {'code':<5} requests")
-    for (route, upstream, code), n in sorted(counts.items()):
-        print(f"{route:<20} {upstream:<10} {code:<5} {n:.0f}")
+    print(f"{'route':<20} {'variant':<10} {'upstream':<10} {'code':<5} requests  share")
+    totals: dict[str, float] = {}
+    for (route, _, _, _), n in counts.items():
+        totals[route] = totals.get(route, 0) + n
+    for (route, variant, upstream, code), n in sorted(counts.items()):
+        share = n / totals[route] if totals[route] else 0
+        print(f"{route:<20} {variant:<10} {upstream:<10} {code:<5} {n:<9.0f} {share:.0%}")
     if traffic.gateway_ms:
         ms = np.array(traffic.gateway_ms)
         print(f"gateway's own time per request (Server-Timing): p50 {np.percentile(ms, 50):.3f} ms, "
@@ -203,6 +215,8 @@ async def _demo(duration: float | None, rate: float) -> int:
 driftgate demo
   model churn v1    http://127.0.0.1:{v1}   (KServe V1, Open Inference V2, MLflow)
   model churn v2    http://127.0.0.1:{v2}
+  split             V1 and V2 traffic: 90% control (v1), 10% candidate (v2), sticky by
+                    X-User-Id; MLflow traffic all to v2
   gateway           {url}      <- point clients here
   admin             {admin_url}      /metrics /healthz /readyz /monitoring
   alerts webhook    http://127.0.0.1:{hook}/alerts   (prints what it gets, below)

@@ -39,7 +39,8 @@ def build(cfg: GatewayConfig, config_dir: Path):
         if rc.monitor is not None:
             mon = RouteMonitor(rc, state_dir, config_dir)
             for side in ("inputs", "outputs"):
-                mon.model(side, rc.upstream)  # brings back persisted state now
+                for variant in rc.variant_names:
+                    mon.model(side, variant)  # brings back persisted state now
             monitors[rc.name] = mon
     admin = f"http://{cfg.admin.host}:{cfg.admin.port}/monitoring"
     dispatcher = Dispatcher(cfg.alerts.sinks, metrics, admin)

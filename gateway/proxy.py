@@ -16,7 +16,8 @@ import orjson
 from gateway.engine import UpstreamError, UpstreamResponse
 from gateway.headers import ForwardedRequest, response_headers
 from gateway.logs import get_access_logger
-from gateway.runtime import GatewayRuntime, Route
+from gateway.runtime import GatewayRuntime, Route, Variant
+from routing import UnknownVariant, cookie_value
 
 _JSON = [(b"content-type", b"application/json")]
 
@@ -103,16 +104,45 @@ class ProxyApp:
             await send_json(send, 404, {"error": "no route for this path", "path": path,
                                         "request_id": rid.decode()}, [(b"x-request-id", rid)])
             return
+        if route.splitter is None:
+            variant = route.variants[0]
+        else:
+            variant = self._choose(route, scope)
+            if variant is None:
+                await send_json(send, 400, {
+                    "error": f"unknown variant in {route.override_header.decode()}",
+                    "variants": route.splitter.names, "route": route.name,
+                    "request_id": rid.decode()}, [(b"x-request-id", rid)])
+                return
         route.in_flight.inc()
         try:
-            await self._forward(scope, receive, send, route, fwd, started)
+            await self._forward(scope, receive, send, route, variant, fwd, started)
         finally:
             route.in_flight.dec()
 
-    async def _forward(self, scope, receive, send, route: Route, fwd: ForwardedRequest,
-                       started: float) -> None:
+    @staticmethod
+    def _choose(route: Route, scope) -> Variant | None:
+        """The variant for this request (override, sticky key, or weighted random); None when
+        the override names no variant."""
+        override = key = None
+        override_name, sticky_name, cookie = (route.override_header, route.sticky_header,
+                                              route.sticky_cookie)
+        for name, value in scope["headers"]:
+            if name == override_name:
+                override = value.decode("latin-1")
+            elif name == sticky_name:
+                key = value
+            elif cookie is not None and name == b"cookie":
+                key = cookie_value(value, cookie) or key
+        try:
+            return route.variants[route.splitter.choose(key, override)]
+        except UnknownVariant:
+            return None
+
+    async def _forward(self, scope, receive, send, route: Route, variant: Variant,
+                       fwd: ForwardedRequest, started: float) -> None:
         rt = self.runtime
-        upstream = route.upstream
+        upstream = variant.upstream
         rid = fwd.request_id
         limit = rt.cfg.server.max_body_bytes
         status = 0
@@ -144,6 +174,8 @@ class ProxyApp:
             status = resp.status
             out = response_headers(resp.headers)
             out.append((b"x-request-id", rid))
+            if route.splitter is not None:
+                out.append((b"x-driftgate-variant", variant.header))
             out.append((b"server-timing", b"gateway;dur=%.3f, upstream;dur=%.3f" % (
                 (sent_at - started) * 1000, (headers_at - sent_at) * 1000)))
             data = None
@@ -167,7 +199,7 @@ class ProxyApp:
                 cap = mon.max_capture
                 captured = b"" if body is None else body
                 rt.capture.offer((
-                    mon.route, upstream.name, time.time(),
+                    mon.route, variant.name, time.time(),
                     captured if isinstance(captured, bytes) and len(captured) <= cap else None,
                     scope["headers"],
                     data if data is not None and len(data) <= cap else None,
@@ -192,11 +224,11 @@ class ProxyApp:
         finally:
             duration = time.perf_counter() - started
             if status:
-                rt.metrics.observe_request(route.name, upstream.name, upstream.name,
+                rt.metrics.observe_request(route.name, variant.name, upstream.name,
                                            scope["method"], status, duration, upstream_dur)
                 route.request_size.observe(request_bytes[0])
                 route.response_size.observe(response_bytes)
-                self._access_log(scope, fwd, route, status, duration, upstream_dur,
+                self._access_log(scope, fwd, route, variant, status, duration, upstream_dur,
                                  request_bytes[0], response_bytes, error)
 
     async def _stream(self, resp: UpstreamResponse, receive, send, keep: list | None = None,
@@ -245,7 +277,7 @@ class ProxyApp:
         self.runtime.log.warning("upstream error", upstream=upstream, kind=exc.kind, error=str(exc),
                                  request_id=rid.decode(), similar_errors_not_logged=suppressed)
 
-    def _access_log(self, scope, fwd: ForwardedRequest, route: Route, status: int,
+    def _access_log(self, scope, fwd: ForwardedRequest, route: Route, variant: Variant, status: int,
                     duration: float, upstream_dur: float | None, request_bytes: int,
                     response_bytes: int, error: UpstreamError | None) -> None:
         access = self.runtime.cfg.logging.access_log
@@ -253,7 +285,7 @@ class ProxyApp:
             return
         self.access_log.info(
             "access", request_id=fwd.request_id.decode(), route=route.name,
-            variant=route.upstream.name, upstream=route.upstream.name, method=scope["method"],
+            variant=variant.name, upstream=variant.upstream.name, method=scope["method"],
             path=scope["path"], status=status, duration_ms=round(duration * 1000, 3),
             upstream_ms=round(upstream_dur * 1000, 3) if upstream_dur is not None else None,
             request_bytes=request_bytes, response_bytes=response_bytes,

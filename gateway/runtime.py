@@ -14,7 +14,7 @@ from gateway.logs import flush_access_log, get_logger
 from gateway.metrics import GatewayMetrics
 from gateway.monitor import load_baseline_file
 from gateway.monitor_link import MonitorLink
-from routing import RouteRule, RouteTable
+from routing import RouteRule, RouteTable, Splitter
 
 
 @dataclass(eq=False)
@@ -26,9 +26,20 @@ class Upstream:
 
 
 @dataclass(eq=False)
-class Route:
+class Variant:
     name: str
     upstream: Upstream
+    header: bytes = b""  # its X-Driftgate-Variant value
+
+
+@dataclass(eq=False)
+class Route:
+    name: str
+    variants: list[Variant]
+    splitter: Splitter | None = None             # None: one variant, no decision to make
+    override_header: bytes = b"x-driftgate-variant"
+    sticky_header: bytes | None = None
+    sticky_cookie: bytes | None = None
     in_flight: object = field(repr=False, default=None)
     request_size: object = field(repr=False, default=None)
     response_size: object = field(repr=False, default=None)
@@ -53,7 +64,17 @@ class GatewayRuntime:
         self.routes: list[Route] = []
         rules = []
         for rc in cfg.routes:
-            route = Route(rc.name, self.upstreams[rc.upstream])
+            variants = [Variant(name, self.upstreams[up], name.encode())
+                        for name, up in rc.variant_upstreams]
+            route = Route(rc.name, variants)
+            if rc.variants:
+                route.splitter = Splitter(rc.name, [(v.name, v.weight) for v in rc.variants],
+                                          rc.salt)
+                route.override_header = rc.override_header.lower().encode()
+                if rc.sticky is not None:
+                    route.sticky_header = rc.sticky.header.lower().encode() if rc.sticky.header \
+                        else None
+                    route.sticky_cookie = rc.sticky.cookie.encode() if rc.sticky.cookie else None
             route.in_flight, route.request_size, route.response_size = (
                 self.metrics.route_children(rc.name))
             self.routes.append(route)
@@ -89,9 +110,10 @@ class GatewayRuntime:
 
     # -- readiness ---------------------------------------------------------------------------
     def unready_routes(self) -> dict[str, str]:
-        """Routes whose upstream has not accepted a connection within the readiness interval."""
+        """Routes none of whose variants' upstreams accepted a connection recently enough."""
         horizon = time.monotonic() - 2 * self.cfg.admin.readiness_interval
-        return {r.name: r.upstream.name for r in self.routes if r.upstream.last_ok < horizon}
+        return {r.name: ", ".join(v.upstream.name for v in r.variants) for r in self.routes
+                if all(v.upstream.last_ok < horizon for v in r.variants)}
 
     async def probe_once(self) -> None:
         stale = time.monotonic() - self.cfg.admin.readiness_interval / 2

@@ -49,7 +49,10 @@ def test_unknown_upstream_names_key_and_line():
      "config.yaml:9 routes[0].match: paths start with '/'"),
     (lambda t: t + "  - name: iris\n    match: {path: /x}\n    upstream: iris-v1\n",
      "config.yaml:11 routes[1].name: duplicate route name 'iris'"),
-    (lambda t: t.replace("    upstream: iris-v1\n", ""), "config.yaml:8 routes[0].upstream: Field required"),
+    (lambda t: t.replace("    upstream: iris-v1\n", ""),
+     "config.yaml:8 routes[0]: set exactly one of `upstream` or `variants`"),
+    (lambda t: t.replace("    upstream: iris-v1\n", "    variants: [{name: a, upstream: iris-v2}]\n"),
+     "config.yaml:10 routes[0].variants[0].upstream: unknown upstream 'iris-v2'"),
     (lambda t: t.replace("routes:", "routes: [\n"), "config.yaml:"),
 ])
 def test_bad_configs_name_line_and_key(mutate, expected):

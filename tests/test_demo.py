@@ -10,10 +10,14 @@ def test_demo_runs_shows_metrics_and_stops_everything():
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "gateway           http://127.0.0.1:" in out
-    counts = {m.group(1): int(m.group(2)) for m in re.finditer(
-        r"^(churn-\S+)\s+churn-v\d\s+200\s+(\d+)$", out, re.M)}
-    assert set(counts) == {"churn-v1-protocol", "churn-v2-protocol", "churn-mlflow"}, out
-    assert sum(counts.values()) >= 100
+    rows = [(m.group(1), m.group(2), int(m.group(3))) for m in re.finditer(
+        r"^(churn-\S+)\s+(\S+)\s+churn-v\d\s+200\s+(\d+)\s+\d+%$", out, re.M)]
+    assert {route for route, _, _ in rows} == {"churn-v1-protocol", "churn-v2-protocol",
+                                               "churn-mlflow"}, out
+    assert sum(n for *_, n in rows) >= 100
+    # the 90/10 split shows
+    split = {variant: n for route, variant, n in rows if route == "churn-v2-protocol"}
+    assert split["control"] > 3 * split.get("candidate", 0) > 0, split
     assert re.search(r"gateway's own time per request \(Server-Timing\): p50 [\d.]+ ms", out)
     assert "demo stopped: gateway and both models are down" in out
     # the shift of monthly_charges reaches the local webhook as a drift alert, and nothing else
