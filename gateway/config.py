@@ -69,11 +69,29 @@ class TimeoutConfig(_Model):
     read: float = Field(10.0, gt=0)
 
 
+class OutlierConfig(_Model):
+    """Passive health: eject after consecutive failures (connect errors, timeouts, 5xx)."""
+    consecutive_failures: int = Field(5, ge=1)
+    base_ejection: Duration = 10.0           # x the number of ejections so far
+    max_ejection: Duration = 300.0
+
+
+class HealthCheckConfig(_Model):
+    """Active health: GET `path` every `interval`; 2xx/3xx within `timeout` is a pass."""
+    path: str = "/"
+    interval: Duration = 5.0
+    timeout: Duration = 1.0
+    healthy_threshold: int = Field(2, ge=1)
+    unhealthy_threshold: int = Field(3, ge=1)
+
+
 class UpstreamConfig(_Model):
     url: str
     timeout: TimeoutConfig = TimeoutConfig()
     max_connections: int = Field(100, gt=0)
     idle_timeout: float = Field(4.0, gt=0)
+    outlier: OutlierConfig = OutlierConfig()
+    health_check: HealthCheckConfig | None = None
 
     @field_validator("url")
     @classmethod
@@ -186,6 +204,8 @@ class RouteConfig(_Model):
     sticky: StickyConfig | None = None       # same key, same variant (absent key: weighted random)
     override_header: str = "X-Driftgate-Variant"
     salt: str = ""                           # change it to reshuffle sticky assignments
+    fallback: str | None = None              # variant for when the chosen one is down
+    retry_budget: float = Field(0.2, ge=0, le=1)  # fallback retries: at most this share extra
     protocol: PROTOCOL = "auto"
     monitor: MonitorConfig | None = None
 
@@ -343,6 +363,9 @@ def _cross_check(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
         if route.upstream is not None and route.upstream not in cfg.upstreams:
             errors.append((("routes", i, "upstream"),
                            f"unknown upstream {route.upstream!r} (known: {known})"))
+        if route.fallback is not None and route.fallback not in route.variant_names:
+            errors.append((("routes", i, "fallback"), f"unknown variant {route.fallback!r} "
+                           f"(variants: {', '.join(route.variant_names)})"))
         for j, v in enumerate(route.variants):
             if v.upstream not in cfg.upstreams:
                 errors.append((("routes", i, "variants", j, "upstream"),

@@ -58,6 +58,15 @@ class GatewayMetrics:
         self.unrouted = Counter(
             "driftgate_unrouted_requests", "Requests that matched no route (answered 404).",
             registry=r)
+        self.ejections = Counter(
+            "driftgate_upstream_ejections", "Times passive health ejected an upstream.",
+            ["upstream"], registry=r)
+        self.healthy = Gauge(
+            "driftgate_upstream_healthy", "Active health check verdict (1 healthy, 0 down).",
+            ["upstream"], registry=r)
+        self.retries = Counter(
+            "driftgate_retries", "Fallback retries by outcome (retried, budget_exhausted).",
+            ["route", "outcome"], registry=r)
         # Captures the proxy could not hand to the monitor (queue full or monitor down).
         self.monitor_dropped = Counter(
             "driftgate_monitor_dropped", "Captures dropped: the monitor queue was full or the "

@@ -30,6 +30,10 @@ class ClientDisconnected(Exception):
     pass
 
 
+class NoHealthyUpstream(Exception):
+    pass
+
+
 async def send_json(send, status: int, payload: dict, headers: list | None = None) -> int:
     body = orjson.dumps(payload)
     await send({"type": "http.response.start", "status": status,
@@ -150,6 +154,7 @@ class ProxyApp:
         request_bytes = [0]
         response_bytes = 0
         error: UpstreamError | None = None
+        fell_back = False
         try:
             if fwd.content_length is not None and fwd.content_length > limit:
                 raise BodyTooLarge
@@ -165,10 +170,36 @@ class ProxyApp:
             target = scope.get("raw_path") or scope["path"].encode()
             if scope.get("query_string"):
                 target = target + b"?" + scope["query_string"]
+            now = time.monotonic()
+            if not upstream.available(now):  # ejected or failing active checks
+                fb = route.fallback
+                if fb is None or fb is variant or not fb.upstream.available(now):
+                    raise NoHealthyUpstream
+                variant, upstream, fell_back = fb, fb.upstream, True
+            route.budget.record_request(now)
             sent_at = time.perf_counter()
-            resp = await upstream.pool.request(
-                scope["method"].encode(), target, fwd.headers, body,
-                fwd.content_length if not isinstance(body, bytes) else None)
+            while True:
+                try:
+                    resp = await upstream.pool.request(
+                        scope["method"].encode(), target, fwd.headers, body,
+                        fwd.content_length if not isinstance(body, bytes) else None)
+                    break
+                except UpstreamError as exc:
+                    rt.record_outcome(upstream, False)
+                    fb = route.fallback
+                    # Fail over only what never reached the upstream, with the body in hand,
+                    # once, and within the route's retry budget.
+                    if (exc.sent or fell_back or fb is None or fb is variant
+                            or not (body is None or isinstance(body, bytes))
+                            or not fb.upstream.available(time.monotonic())):
+                        raise
+                    if not route.budget.try_retry(time.monotonic()):
+                        rt.metrics.retries.labels(route.name, "budget_exhausted").inc()
+                        raise
+                    rt.metrics.retries.labels(route.name, "retried").inc()
+                    rt.metrics.upstream_error(upstream.name, exc.kind)
+                    variant, upstream, fell_back = fb, fb.upstream, True
+            rt.record_outcome(upstream, resp.status < 500)
             headers_at = time.perf_counter()
             upstream.last_ok = time.monotonic()
             status = resp.status
@@ -176,6 +207,8 @@ class ProxyApp:
             out.append((b"x-request-id", rid))
             if route.splitter is not None:
                 out.append((b"x-driftgate-variant", variant.header))
+            if fell_back:
+                out.append((b"x-driftgate-fallback", b"true"))
             out.append((b"server-timing", b"gateway;dur=%.3f, upstream;dur=%.3f" % (
                 (sent_at - started) * 1000, (headers_at - sent_at) * 1000)))
             data = None
@@ -209,6 +242,12 @@ class ProxyApp:
             await send_json(send, 413, {"error": f"request body larger than {limit} bytes",
                                         "upstream": upstream.name, "request_id": rid.decode()},
                             [(b"x-request-id", rid), (b"connection", b"close")])
+        except NoHealthyUpstream:
+            status = 503
+            await send_json(send, 503, {
+                "error": "no healthy upstream for this route", "route": route.name,
+                "variants": [v.name for v in route.variants], "request_id": rid.decode()},
+                [(b"x-request-id", rid)])
         except ClientDisconnected:
             status = 499  # nginx's convention: the client went away before the answer
         except UpstreamError as exc:
@@ -229,7 +268,7 @@ class ProxyApp:
                 route.request_size.observe(request_bytes[0])
                 route.response_size.observe(response_bytes)
                 self._access_log(scope, fwd, route, variant, status, duration, upstream_dur,
-                                 request_bytes[0], response_bytes, error)
+                                 request_bytes[0], response_bytes, error, fell_back)
 
     async def _stream(self, resp: UpstreamResponse, receive, send, keep: list | None = None,
                       keep_limit: int = 0) -> int:
@@ -279,7 +318,7 @@ class ProxyApp:
 
     def _access_log(self, scope, fwd: ForwardedRequest, route: Route, variant: Variant, status: int,
                     duration: float, upstream_dur: float | None, request_bytes: int,
-                    response_bytes: int, error: UpstreamError | None) -> None:
+                    response_bytes: int, error: UpstreamError | None, fell_back: bool) -> None:
         access = self.runtime.cfg.logging.access_log
         if not access.enabled or (access.sample_rate < 1.0 and random.random() >= access.sample_rate):
             return
@@ -289,4 +328,4 @@ class ProxyApp:
             path=scope["path"], status=status, duration_ms=round(duration * 1000, 3),
             upstream_ms=round(upstream_dur * 1000, 3) if upstream_dur is not None else None,
             request_bytes=request_bytes, response_bytes=response_bytes,
-            error=error.kind if error else None)
+            error=error.kind if error else None, fallback=fell_back)

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from gateway.capture import CaptureQueue, RouteCapture
 from gateway.config import ConfigError, GatewayConfig
 from gateway.engine import PoolSettings, UpstreamPool
@@ -15,6 +17,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.monitor import load_baseline_file
 from gateway.monitor_link import MonitorLink
 from routing import RouteRule, RouteTable, Splitter
+from routing.health import HealthCheck, OutlierDetector, RetryBudget
 
 
 @dataclass(eq=False)
@@ -23,6 +26,11 @@ class Upstream:
     pool: UpstreamPool
     # Monotonic time of the last connection it accepted (probe or proxied request).
     last_ok: float = 0.0
+    detector: OutlierDetector = field(default_factory=OutlierDetector)
+    check: HealthCheck | None = None  # active health verdict, when configured
+
+    def available(self, now: float) -> bool:
+        return self.detector.available(now) and (self.check is None or self.check.healthy)
 
 
 @dataclass(eq=False)
@@ -40,6 +48,8 @@ class Route:
     override_header: bytes = b"x-driftgate-variant"
     sticky_header: bytes | None = None
     sticky_cookie: bytes | None = None
+    fallback: Variant | None = None
+    budget: RetryBudget = field(default_factory=RetryBudget)
     in_flight: object = field(repr=False, default=None)
     request_size: object = field(repr=False, default=None)
     response_size: object = field(repr=False, default=None)
@@ -55,18 +65,14 @@ class GatewayRuntime:
         self.config_dir = (config_dir or Path.cwd()).resolve()
         state_dir = Path(cfg.state_dir) if cfg.state_dir else Path("driftgate-state")
         self.state_dir = state_dir if state_dir.is_absolute() else self.config_dir / state_dir
-        self.upstreams = {
-            name: Upstream(name, UpstreamPool(u.url, PoolSettings(
-                connect_timeout=u.timeout.connect, read_timeout=u.timeout.read,
-                max_connections=u.max_connections, idle_timeout=u.idle_timeout)))
-            for name, u in cfg.upstreams.items()
-        }
+        self.upstreams = {name: self._upstream(name, u) for name, u in cfg.upstreams.items()}
         self.routes: list[Route] = []
         rules = []
         for rc in cfg.routes:
             variants = [Variant(name, self.upstreams[up], name.encode())
                         for name, up in rc.variant_upstreams]
-            route = Route(rc.name, variants)
+            route = Route(rc.name, variants, budget=RetryBudget(ratio=rc.retry_budget))
+            route.fallback = next((v for v in variants if v.name == rc.fallback), None)
             if rc.variants:
                 route.splitter = Splitter(rc.name, [(v.name, v.weight) for v in rc.variants],
                                           rc.salt)
@@ -83,6 +89,41 @@ class GatewayRuntime:
         self.table: RouteTable[Route] = RouteTable(rules)
         self._tasks: list[asyncio.Task] = []
         self._build_monitoring()
+
+    @staticmethod
+    def _upstream(name: str, u) -> Upstream:
+        pool = UpstreamPool(u.url, PoolSettings(
+            connect_timeout=u.timeout.connect, read_timeout=u.timeout.read,
+            max_connections=u.max_connections, idle_timeout=u.idle_timeout))
+        detector = OutlierDetector(u.outlier.consecutive_failures, u.outlier.base_ejection,
+                                   u.outlier.max_ejection)
+        check = (HealthCheck(u.health_check.healthy_threshold, u.health_check.unhealthy_threshold)
+                 if u.health_check else None)
+        return Upstream(name, pool, detector=detector, check=check)
+
+    def record_outcome(self, upstream: Upstream, ok: bool) -> None:
+        """Passive health: count one exchange; log and count an ejection."""
+        if upstream.detector.record(ok, time.monotonic()):
+            d = upstream.detector
+            self.metrics.ejections.labels(upstream.name).inc()
+            self.log.warning("upstream ejected", upstream=upstream.name, ejections=d.ejections,
+                             seconds=round(d.ejected_until - time.monotonic(), 1))
+
+    async def _health_loop(self, upstream: Upstream, hc) -> None:
+        """Active health checks of one upstream, off the request path (httpx)."""
+        url = upstream.pool.url.rstrip("/") + hc.path
+        async with httpx.AsyncClient(timeout=hc.timeout) as client:
+            while True:
+                try:
+                    ok = (await client.get(url)).status_code < 400
+                except httpx.HTTPError:
+                    ok = False
+                assert upstream.check is not None
+                if upstream.check.record(ok):
+                    self.log.warning("upstream health changed", upstream=upstream.name,
+                                     healthy=upstream.check.healthy)
+                self.metrics.healthy.labels(upstream.name).set(float(upstream.check.healthy))
+                await asyncio.sleep(hc.interval)
 
     def _build_monitoring(self) -> None:
         """Capture settings for routes with a `monitor:` block; the monitor process link."""
@@ -110,10 +151,13 @@ class GatewayRuntime:
 
     # -- readiness ---------------------------------------------------------------------------
     def unready_routes(self) -> dict[str, str]:
-        """Routes none of whose variants' upstreams accepted a connection recently enough."""
-        horizon = time.monotonic() - 2 * self.cfg.admin.readiness_interval
+        """Routes with no variant whose upstream is available (not ejected, passing active
+        checks) and accepted a connection recently enough."""
+        now = time.monotonic()
+        horizon = now - 2 * self.cfg.admin.readiness_interval
         return {r.name: ", ".join(v.upstream.name for v in r.variants) for r in self.routes
-                if all(v.upstream.last_ok < horizon for v in r.variants)}
+                if not any(v.upstream.last_ok >= horizon and v.upstream.available(now)
+                           for v in r.variants)}
 
     async def probe_once(self) -> None:
         stale = time.monotonic() - self.cfg.admin.readiness_interval / 2
@@ -141,6 +185,10 @@ class GatewayRuntime:
         await self.probe_once()
         self._tasks = [asyncio.create_task(self._probe_loop()),
                        asyncio.create_task(self._flush_loop())]
+        for name, u in self.cfg.upstreams.items():
+            if u.health_check is not None:
+                self._tasks.append(asyncio.create_task(
+                    self._health_loop(self.upstreams[name], u.health_check)))
         if self.monitor is not None:
             await self.monitor.start()
 

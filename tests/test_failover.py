@@ -1,0 +1,93 @@
+"""Failover through the real gateway: a killed upstream, ejection and recovery, all down,
+and a retry budget that caps the extra load."""
+
+import time
+
+import httpx
+
+from tests.servers import AppServer, EchoApp, GatewayServer, free_port
+
+
+def config(control_port: int, candidate_port: int, outlier: str = "", budget: float = 0.2) -> str:
+    return f"""
+server: {{port: {free_port()}}}
+admin: {{port: {free_port()}, readiness_interval: 0.2}}
+logging: {{format: json, access_log: {{enabled: false}}}}
+upstreams:
+  a: {{url: "http://127.0.0.1:{control_port}", timeout: {{connect: 0.5}}{outlier}}}
+  b: {{url: "http://127.0.0.1:{candidate_port}"{outlier}}}
+routes:
+  - name: r
+    match: {{path_prefix: /}}
+    variants:
+      - {{name: control, upstream: a, weight: 100}}
+      - {{name: candidate, upstream: b, weight: 0}}
+    fallback: candidate
+    retry_budget: {budget}
+"""
+
+
+def test_killed_upstream_fails_over_without_client_errors_then_recovers():
+    control_port = free_port()
+    control, candidate = AppServer(EchoApp(), port=control_port), AppServer(EchoApp())
+    gw = GatewayServer(config(control_port, candidate.port,
+                              ", outlier: {consecutive_failures: 3, base_ejection: 1s}"))
+    answered = []
+    try:
+        with httpx.Client(timeout=5) as c:
+            for i in range(300):
+                if i == 100:
+                    control.stop()  # killed mid-test
+                if i == 200:
+                    control = AppServer(EchoApp(), port=control_port)  # back
+                    time.sleep(1.2)  # past the 1 s ejection: probed again
+                method = "GET" if i % 2 else "POST"
+                r = c.request(method, f"{gw.url}/x", content=b"{}" if method == "POST" else None)
+                assert r.status_code == 200, (i, r.status_code, r.text)
+                answered.append((r.headers["x-driftgate-variant"],
+                                 r.headers.get("x-driftgate-fallback") == "true"))
+        assert all(v == "control" for v, _ in answered[:100])
+        assert all(v == "candidate" and fb for v, fb in answered[100:200])
+        assert all(v == "control" for v, _ in answered[-50:]), "no recovery after the ejection"
+        text = httpx.get(f"{gw.admin_url}/metrics").text
+        ejections = float(text.split('driftgate_upstream_ejections_total{upstream="a"} ')[1].split()[0])
+        assert ejections >= 1  # ejected, probed while still dead, ejected longer
+    finally:
+        gw.stop()
+        control.stop()
+        candidate.stop()
+
+
+def test_all_down_is_503_json_and_unready():
+    dead_a, dead_b = free_port(), free_port()
+    gw = GatewayServer(config(dead_a, dead_b, ", outlier: {consecutive_failures: 1}"))
+    try:
+        with httpx.Client() as c:
+            first = c.get(f"{gw.url}/x")
+            assert first.status_code == 502  # tried, failed, fallback failed too
+            start = time.monotonic()
+            r = c.get(f"{gw.url}/x")
+            assert r.status_code == 503 and time.monotonic() - start < 0.5
+            assert r.json()["variants"] == ["control", "candidate"]
+            assert r.json()["request_id"] == r.headers["x-request-id"]
+        ready = httpx.get(f"{gw.admin_url}/readyz")
+        assert ready.status_code == 503 and "r" in ready.json()["routes_without_upstream"]
+    finally:
+        gw.stop()
+
+
+def test_retry_budget_caps_extra_load():
+    dead = free_port()
+    candidate = AppServer(EchoApp())
+    # never ejected: every request tries the dead control first and wants a retry
+    gw = GatewayServer(config(dead, candidate.port, ", outlier: {consecutive_failures: 1000000}",
+                              budget=0.2))
+    try:
+        with httpx.Client() as c:
+            codes = [c.get(f"{gw.url}/x").status_code for _ in range(200)]
+        retried = codes.count(200)
+        assert codes.count(502) == 200 - retried
+        assert 20 <= retried <= 0.2 * 200 + 3 * 3, retried  # ratio x requests + the floor
+    finally:
+        gw.stop()
+        candidate.stop()
