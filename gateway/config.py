@@ -196,6 +196,11 @@ class StickyConfig(_Model):
         return self
 
 
+class ShadowConfig(_Model):
+    upstream: str
+    percent: float = Field(100.0, ge=0, le=100)
+
+
 class RouteConfig(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     match: MatchConfig
@@ -205,6 +210,8 @@ class RouteConfig(_Model):
     override_header: str = "X-Driftgate-Variant"
     salt: str = ""                           # change it to reshuffle sticky assignments
     fallback: str | None = None              # variant for when the chosen one is down
+    shadow: list[ShadowConfig] = []          # mirrored copies, never returned
+    shadow_max_in_flight: int = Field(100, ge=1)
     retry_budget: float = Field(0.2, ge=0, le=1)  # fallback retries: at most this share extra
     protocol: PROTOCOL = "auto"
     monitor: MonitorConfig | None = None
@@ -363,6 +370,10 @@ def _cross_check(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
         if route.upstream is not None and route.upstream not in cfg.upstreams:
             errors.append((("routes", i, "upstream"),
                            f"unknown upstream {route.upstream!r} (known: {known})"))
+        for j, sh in enumerate(route.shadow):
+            if sh.upstream not in cfg.upstreams:
+                errors.append((("routes", i, "shadow", j, "upstream"),
+                               f"unknown upstream {sh.upstream!r} (known: {known})"))
         if route.fallback is not None and route.fallback not in route.variant_names:
             errors.append((("routes", i, "fallback"), f"unknown variant {route.fallback!r} "
                            f"(variants: {', '.join(route.variant_names)})"))

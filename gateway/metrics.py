@@ -33,12 +33,14 @@ class GatewayMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "driftgate_requests", "Requests answered, by route, variant, upstream, method, code.",
-            ["route", "variant", "upstream", "method", "code"], registry=r)
+            "driftgate_requests", "Requests answered, by route, variant, upstream, method, code; "
+            "shadow=\"true\" for mirrored copies.",
+            ["route", "variant", "upstream", "method", "code", "shadow"], registry=r)
         self.request_duration = Histogram(
             "driftgate_request_duration_seconds",
             "Whole request as the client sees it, first byte in to last byte out.",
-            ["route", "variant", "upstream", "code_class"], buckets=LATENCY_BUCKETS, registry=r)
+            ["route", "variant", "upstream", "code_class", "shadow"], buckets=LATENCY_BUCKETS,
+            registry=r)
         self.upstream_duration = Histogram(
             "driftgate_upstream_duration_seconds",
             "Upstream exchange: request sent to last response byte read.",
@@ -64,6 +66,9 @@ class GatewayMetrics:
         self.healthy = Gauge(
             "driftgate_upstream_healthy", "Active health check verdict (1 healthy, 0 down).",
             ["upstream"], registry=r)
+        self.shadow_dropped = Counter(
+            "driftgate_shadow_dropped", "Shadow copies not sent: the in-flight cap was reached.",
+            ["route"], registry=r)
         self.retries = Counter(
             "driftgate_retries", "Fallback retries by outcome (retried, budget_exhausted).",
             ["route", "outcome"], registry=r)
@@ -87,14 +92,16 @@ class GatewayMetrics:
         return children
 
     def observe_request(self, route: str, variant: str, upstream: str, method: str,
-                        status: int, duration: float, upstream_duration: float | None) -> None:
-        key = (route, variant, upstream, method, status)
+                        status: int, duration: float, upstream_duration: float | None,
+                        shadow: str = "false") -> None:
+        key = (route, variant, upstream, method, status, shadow)
         children = self._request_children.get(key)
         if children is None:
             method_label = method if method in _KNOWN_METHODS else "OTHER"
             children = (
-                self.requests.labels(route, variant, upstream, method_label, str(status)),
-                self.request_duration.labels(route, variant, upstream, f"{status // 100}xx"),
+                self.requests.labels(route, variant, upstream, method_label, str(status), shadow),
+                self.request_duration.labels(route, variant, upstream, f"{status // 100}xx",
+                                             shadow),
                 self.upstream_duration.labels(route, upstream),
             )
             if len(self._request_children) < 10_000:  # bounded: codes are a small closed set

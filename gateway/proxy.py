@@ -90,6 +90,7 @@ class ProxyApp:
         self.access_log = get_access_logger()
         # (upstream, kind) -> (last logged, suppressed since): bounded by config names x kinds
         self._error_log_state: dict[tuple[str, str], tuple[float, int]] = {}
+        self._shadow_tasks: set[asyncio.Task] = set()  # bounded by each route's shadow cap
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -269,6 +270,50 @@ class ProxyApp:
                 route.response_size.observe(response_bytes)
                 self._access_log(scope, fwd, route, variant, status, duration, upstream_dur,
                                  request_bytes[0], response_bytes, error, fell_back)
+
+    def _mirror(self, scope, route: Route, target: bytes, fwd: ForwardedRequest,
+                body: bytes | None) -> None:
+        """Send copies to the route's shadow upstreams, never waiting for them; beyond the
+        in-flight cap a copy is dropped and counted."""
+        for upstream, share in route.shadows:
+            if share < 1.0 and random.random() >= share:
+                continue
+            if route.shadow_in_flight >= route.shadow_cap:
+                self.runtime.metrics.shadow_dropped.labels(route.name).inc()
+                continue
+            route.shadow_in_flight += 1
+            task = asyncio.ensure_future(self._shadow(scope, route, upstream, target, fwd, body))
+            self._shadow_tasks.add(task)
+            task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _shadow(self, scope, route: Route, upstream, target: bytes, fwd: ForwardedRequest,
+                      body: bytes | None) -> None:
+        rt = self.runtime
+        started = time.perf_counter()
+        status = 0
+        data = None
+        resp = None
+        try:
+            resp = await upstream.pool.request(scope["method"].encode(), target, fwd.headers, body)
+            status = resp.status
+            data = await resp.body()
+            rt.record_outcome(upstream, status < 500)
+        except UpstreamError as exc:
+            rt.metrics.upstream_error(upstream.name, exc.kind)
+            rt.record_outcome(upstream, False)
+            status = exc.status
+        finally:
+            route.shadow_in_flight -= 1
+            duration = time.perf_counter() - started
+            rt.metrics.observe_request(route.name, upstream.name, upstream.name, scope["method"],
+                                       status, duration, duration, shadow="true")
+        mon = route.monitor
+        if mon is not None and resp is not None and data is not None:
+            captured = b"" if body is None else body
+            rt.capture.offer((mon.route, upstream.name, time.time(),
+                              captured if len(captured) <= mon.max_capture else None,
+                              scope["headers"], data if len(data) <= mon.max_capture else None,
+                              resp.headers, status))
 
     async def _stream(self, resp: UpstreamResponse, receive, send, keep: list | None = None,
                       keep_limit: int = 0) -> int:

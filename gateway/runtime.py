@@ -50,6 +50,9 @@ class Route:
     sticky_cookie: bytes | None = None
     fallback: Variant | None = None
     budget: RetryBudget = field(default_factory=RetryBudget)
+    shadows: list[tuple[Upstream, float]] = field(default_factory=list)  # (upstream, share 0..1)
+    shadow_cap: int = 100
+    shadow_in_flight: int = 0
     in_flight: object = field(repr=False, default=None)
     request_size: object = field(repr=False, default=None)
     response_size: object = field(repr=False, default=None)
@@ -73,6 +76,8 @@ class GatewayRuntime:
                         for name, up in rc.variant_upstreams]
             route = Route(rc.name, variants, budget=RetryBudget(ratio=rc.retry_budget))
             route.fallback = next((v for v in variants if v.name == rc.fallback), None)
+            route.shadows = [(self.upstreams[sh.upstream], sh.percent / 100) for sh in rc.shadow]
+            route.shadow_cap = rc.shadow_max_in_flight
             if rc.variants:
                 route.splitter = Splitter(rc.name, [(v.name, v.weight) for v in rc.variants],
                                           rc.salt)
