@@ -228,8 +228,11 @@ class ProxyApp:
                 if keep is not None and response_bytes <= mon.max_capture:
                     data = b"".join(keep)
             upstream_dur = time.perf_counter() - sent_at
+            if route.shadows and (body is None or isinstance(body, bytes)):
+                # after the live answer is out: the copy can never hold it up
+                self._mirror(scope, route, target, fwd, body)
             if mon is not None and (mon.sample_rate >= 1.0 or random.random() < mon.sample_rate):
-                # O(1) hand-off to the monitor thread; it decodes copies, never these objects
+                # O(1) hand-off to the monitor process's queue (gateway.monitor_link)
                 cap = mon.max_capture
                 captured = b"" if body is None else body
                 rt.capture.offer((
