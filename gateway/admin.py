@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import TYPE_CHECKING
 
 import orjson
@@ -47,9 +48,60 @@ def build_admin_app(gw: Gateway) -> Starlette:
         return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
                         media_type="application/json")
 
+    def authorize(request: Request) -> Response | None:
+        """Admin writes need `Authorization: Bearer <admin.token>`; none configured: 403."""
+        token = gw.runtime.cfg.admin.token
+        if not token:
+            return JSONResponse({"error": "admin writes are disabled: set admin.token"},
+                                status_code=403)
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token.encode()):
+            return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
+                                headers={"www-authenticate": "Bearer"})
+        return None
+
+    def who(request: Request) -> str:
+        return request.client.host if request.client else "unknown"
+
+    async def admin_routes(request: Request) -> Response:
+        return JSONResponse({"routes": gw.runtime.describe_routes()})
+
+    async def admin_reload(request: Request) -> Response:
+        if (denied := authorize(request)) is not None:
+            return denied
+        ok, message = await gw.reload("POST /admin/reload", who=who(request))
+        return JSONResponse({"reloaded": ok, "message": message}, status_code=200 if ok else 400)
+
+    async def admin_weights(request: Request) -> Response:
+        if (denied := authorize(request)) is not None:
+            return denied
+        rt = gw.runtime
+        route = rt.route(request.path_params["route"])
+        if route is None:
+            return JSONResponse({"error": f"no route {request.path_params['route']!r}"},
+                                status_code=404)
+        try:
+            body = orjson.loads(await request.body())
+            weights = body["weights"]
+            if not isinstance(weights, dict):
+                raise TypeError
+            before, after = rt.set_weights(route, weights)
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return JSONResponse({"error": 'body must be {"weights": {"variant": number, ...}}'},
+                                status_code=400)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        rt.log.info("audit", action="set weights", route=route.name, who=who(request),
+                    before=before, after=after)
+        return JSONResponse({"route": route.name, "before": before, "after": after})
+
     return Starlette(routes=[
         Route("/metrics", metrics),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/monitoring", monitoring),
+        Route("/admin/routes", admin_routes),
+        Route("/admin/reload", admin_reload, methods=["POST"]),
+        Route("/admin/routes/{route}/weights", admin_weights, methods=["PUT"]),
     ])

@@ -21,7 +21,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(cfg.logging.level, cfg.logging.format)
     get_logger().info("config loaded", file=str(args.config), upstreams=len(cfg.upstreams),
                       routes=len(cfg.routes))
-    return run(cfg, Path(args.config).resolve().parent)
+    path = Path(args.config).resolve()
+    return run(cfg, path.parent, path)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:

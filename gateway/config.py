@@ -62,6 +62,10 @@ class AdminConfig(_Model):
     port: int = Field(8090, ge=0, le=65535)
     # /readyz needs each route's upstream to have accepted a connection this recently.
     readiness_interval: float = Field(5.0, gt=0)
+    # Bearer token for admin writes (reload, weights); none set: writes are refused (403).
+    token: str | None = None
+    # Seconds between checks of the config file for changes (0: only SIGHUP / POST reload).
+    watch_interval: Duration = 1.0
 
 
 class TimeoutConfig(_Model):

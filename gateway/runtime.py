@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import orjson
 
 from gateway.capture import CaptureQueue, RouteCapture
 from gateway.config import ConfigError, GatewayConfig
@@ -48,6 +49,7 @@ class Route:
     override_header: bytes = b"x-driftgate-variant"
     sticky_header: bytes | None = None
     sticky_cookie: bytes | None = None
+    salt: str = ""
     fallback: Variant | None = None
     budget: RetryBudget = field(default_factory=RetryBudget)
     shadows: list[tuple[Upstream, float]] = field(default_factory=list)  # (upstream, share 0..1)
@@ -61,14 +63,21 @@ class Route:
 
 class GatewayRuntime:
     def __init__(self, cfg: GatewayConfig, metrics: GatewayMetrics | None = None,
-                 config_dir: Path | None = None) -> None:
+                 config_dir: Path | None = None,
+                 previous: GatewayRuntime | None = None) -> None:
+        """`previous`: the runtime a reload replaces; unchanged upstreams keep their pools and
+        health state, and an unchanged monitoring setup keeps its monitor process."""
         self.cfg = cfg
+        self.previous = previous
         self.metrics = metrics or GatewayMetrics()
         self.log = get_logger()
         self.config_dir = (config_dir or Path.cwd()).resolve()
         state_dir = Path(cfg.state_dir) if cfg.state_dir else Path("driftgate-state")
         self.state_dir = state_dir if state_dir.is_absolute() else self.config_dir / state_dir
-        self.upstreams = {name: self._upstream(name, u) for name, u in cfg.upstreams.items()}
+        kept = previous.upstreams if previous is not None else {}
+        self.upstreams = {
+            name: kept[name] if name in kept and previous.cfg.upstreams[name] == u
+            else self._upstream(name, u) for name, u in cfg.upstreams.items()}
         self.routes: list[Route] = []
         rules = []
         for rc in cfg.routes:
@@ -81,6 +90,7 @@ class GatewayRuntime:
             if rc.variants:
                 route.splitter = Splitter(rc.name, [(v.name, v.weight) for v in rc.variants],
                                           rc.salt)
+                route.salt = rc.salt
                 route.override_header = rc.override_header.lower().encode()
                 if rc.sticky is not None:
                     route.sticky_header = rc.sticky.header.lower().encode() if rc.sticky.header \
@@ -94,6 +104,45 @@ class GatewayRuntime:
         self.table: RouteTable[Route] = RouteTable(rules)
         self._tasks: list[asyncio.Task] = []
         self._build_monitoring()
+
+    def route(self, name: str) -> Route | None:
+        return next((r for r in self.routes if r.name == name), None)
+
+    def set_weights(self, route: Route, weights: dict[str, float]) -> tuple[dict, dict]:
+        """Swap in a new split for `route` (one attribute assignment); (before, after) shares.
+
+        Names not given keep their weight. Raises ValueError naming what is wrong.
+        """
+        if route.splitter is None:
+            raise ValueError(f"route {route.name!r} has no variants to weigh")
+        unknown = sorted(set(weights) - set(route.splitter.names))
+        if unknown:
+            raise ValueError(f"unknown variants {unknown}; variants: {route.splitter.names}")
+        current = dict(zip(route.splitter.names, route.splitter.weights))
+        new = {**current, **{k: float(v) for k, v in weights.items()}}
+        splitter = Splitter(route.name, list(new.items()), route.salt)  # validates weights
+        before = route.splitter.shares()
+        route.splitter = splitter
+        return before, splitter.shares()
+
+    def describe_routes(self) -> list[dict]:
+        now = time.monotonic()
+        out = []
+        for r in self.routes:
+            shares = r.splitter.shares() if r.splitter else {r.variants[0].name: 1.0}
+            weights = dict(zip(r.splitter.names, r.splitter.weights)) if r.splitter else \
+                {r.variants[0].name: 1.0}
+            out.append({
+                "route": r.name,
+                "variants": [{"name": v.name, "upstream": v.upstream.name,
+                              "weight": weights[v.name], "share": shares[v.name],
+                              "available": v.upstream.available(now),
+                              "ejections": v.upstream.detector.ejections} for v in r.variants],
+                "fallback": r.fallback.name if r.fallback else None,
+                "shadow": [{"upstream": u.name, "share": share} for u, share in r.shadows],
+                "canary": r.canary.describe() if getattr(r, "canary", None) else None,
+            })
+        return out
 
     @staticmethod
     def _upstream(name: str, u) -> Upstream:
@@ -152,6 +201,13 @@ class GatewayRuntime:
             route.monitor = RouteCapture(rc.name, rc.monitor.sample_rate,
                                          rc.monitor.max_capture_bytes)
             self.monitored.append(rc.name)
+        previous = self.previous
+        if previous is not None and previous.monitor is not None and \
+                _monitoring_view(previous.cfg) == _monitoring_view(cfg):
+            self.capture, self.monitor = previous.capture, previous.monitor  # keep it running
+            self.monitor_reused = True
+            return
+        self.monitor_reused = False
         self.monitor = MonitorLink(cfg, self.config_dir, self.capture) if self.monitored else None
 
     # -- readiness ---------------------------------------------------------------------------
@@ -187,6 +243,9 @@ class GatewayRuntime:
             flush_access_log()
 
     async def start(self) -> None:
+        if self.previous is not None:
+            if self.previous.monitor is not None and not self.monitor_reused:
+                await self.previous.monitor.stop()  # saves state the new process loads
         await self.probe_once()
         self._tasks = [asyncio.create_task(self._probe_loop()),
                        asyncio.create_task(self._flush_loop())]
@@ -194,8 +253,19 @@ class GatewayRuntime:
             if u.health_check is not None:
                 self._tasks.append(asyncio.create_task(
                     self._health_loop(self.upstreams[name], u.health_check)))
-        if self.monitor is not None:
+        if self.monitor is not None and not self.monitor_reused:
             await self.monitor.start()
+
+    async def retire(self, successor: GatewayRuntime) -> None:
+        """After a reload: stop this runtime's tasks now; close the pools the successor did
+        not keep once requests still on them had time to finish."""
+        for task in self._tasks:
+            task.cancel()
+        dropped = [u for name, u in self.upstreams.items() if successor.upstreams.get(name) is not u]
+        if dropped:
+            grace = max(self.cfg.upstreams[u.name].timeout.read for u in dropped) + 1.0
+            await asyncio.sleep(grace)
+            await asyncio.gather(*(u.pool.aclose() for u in dropped))
 
     async def aclose(self) -> None:
         for task in self._tasks:
@@ -204,3 +274,13 @@ class GatewayRuntime:
         if self.monitor is not None:
             await self.monitor.stop()  # flushes the queue; the process saves its state
         await asyncio.gather(*(u.pool.aclose() for u in self.upstreams.values()))
+
+
+def _monitoring_view(cfg: GatewayConfig) -> str:
+    """Everything the monitor process is built from: equal views, same process."""
+    return orjson.dumps({
+        "routes": [(r.name, r.protocol, r.monitor.model_dump() if r.monitor else None,
+                    r.variant_names) for r in cfg.routes],
+        "alerts": cfg.alerts.model_dump(), "monitoring": cfg.monitoring.model_dump(),
+        "state_dir": cfg.state_dir, "logging": cfg.logging.model_dump(),
+        "admin": (cfg.admin.host, cfg.admin.port)}, option=orjson.OPT_SORT_KEYS).decode()

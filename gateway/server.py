@@ -17,7 +17,7 @@ import uvicorn
 
 import gateway
 from gateway.admin import build_admin_app
-from gateway.config import ConfigError, GatewayConfig
+from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.logs import get_logger
 from gateway.proxy import ProxyApp
 from gateway.runtime import GatewayRuntime
@@ -54,15 +54,20 @@ def _uvicorn_config(app, cfg: GatewayConfig, keep_alive: float) -> uvicorn.Confi
 class Gateway:
     """A gateway built from one config; `serve()` runs it until `stop()` or a signal."""
 
-    def __init__(self, cfg: GatewayConfig, config_dir: Path | None = None) -> None:
+    def __init__(self, cfg: GatewayConfig, config_dir: Path | None = None,
+                 config_path: Path | None = None) -> None:
         self.cfg = cfg
-        self.runtime = GatewayRuntime(cfg, config_dir=config_dir)
+        self.config_path = config_path
+        self.config_dir = config_dir or (config_path.parent if config_path else None)
+        self.runtime = GatewayRuntime(cfg, config_dir=self.config_dir)
+        self._reload_lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task] = set()
         self.draining = False
         self.log = get_logger()
         self.proxy_socket = bind_socket(cfg.server.host, cfg.server.port)
         self.admin_socket = bind_socket(cfg.admin.host, cfg.admin.port)
-        self._proxy_server = _Server(_uvicorn_config(ProxyApp(self.runtime), cfg,
-                                                     cfg.server.keep_alive))
+        self.proxy = ProxyApp(self.runtime)
+        self._proxy_server = _Server(_uvicorn_config(self.proxy, cfg, cfg.server.keep_alive))
         self._admin_server = _Server(_uvicorn_config(build_admin_app(self), cfg, 5))
         self.started = asyncio.Event()
 
@@ -85,7 +90,12 @@ class Gateway:
         if install_signals:
             loop.add_signal_handler(signal.SIGTERM, self._on_signal, "SIGTERM")
             loop.add_signal_handler(signal.SIGINT, self._on_signal, "SIGINT")
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(
+                self.reload("SIGHUP")))
         await self.runtime.start()
+        watcher = None
+        if self.config_path is not None and self.cfg.admin.watch_interval > 0:
+            watcher = asyncio.create_task(self._watch_config())
         proxy_task = asyncio.create_task(self._proxy_server.serve(sockets=[self.proxy_socket]))
         admin_task = asyncio.create_task(self._admin_server.serve(sockets=[self.admin_socket]))
         while not (self._proxy_server.started and self._admin_server.started):
@@ -104,8 +114,63 @@ class Gateway:
             self._admin_server.should_exit = True
             await admin_task
         finally:
+            if watcher is not None:
+                watcher.cancel()
+            for task in self._retiring:
+                task.cancel()
             await self.runtime.aclose()
             self.log.info("gateway stopped")
+
+    async def reload(self, source: str, who: str = "local") -> tuple[bool, str]:
+        """Validate the config file and swap it in atomically; a bad file changes nothing.
+
+        In-flight requests finish on the runtime they started with. Listener addresses
+        (server/admin host and port) need a restart: a change there is logged and ignored.
+        """
+        if self.config_path is None:
+            return False, "this gateway was not started from a config file"
+        async with self._reload_lock:
+            try:
+                cfg = load_config(self.config_path)
+            except ConfigError as exc:
+                self.log.error("config reload refused", source=source, error=str(exc))
+                return False, str(exc)
+            before = self.runtime.cfg
+            if (cfg.server.host, cfg.server.port, cfg.admin.host, cfg.admin.port) != (
+                    before.server.host, before.server.port, before.admin.host, before.admin.port):
+                self.log.warning("listen addresses changed in the config: restart to apply")
+            try:
+                runtime = GatewayRuntime(cfg, self.runtime.metrics, self.config_dir,
+                                         previous=self.runtime)
+                await runtime.start()
+            except (ConfigError, OSError, ValueError) as exc:
+                self.log.error("config reload failed", source=source, error=str(exc))
+                return False, str(exc)
+            old, self.runtime = self.runtime, runtime
+            self.proxy.runtime = runtime  # one attribute swap: the next request sees it
+            task = asyncio.create_task(old.retire(runtime))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+            self.cfg = cfg
+            self.log.info("audit", action="reload", source=source, who=who,
+                          routes=[r.name for r in cfg.routes], upstreams=sorted(cfg.upstreams))
+            return True, "reloaded"
+
+    async def _watch_config(self) -> None:
+        assert self.config_path is not None
+        last = self._mtime()
+        while True:
+            await asyncio.sleep(self.cfg.admin.watch_interval)
+            now = self._mtime()
+            if now != last:
+                last = now
+                await self.reload("file change")
+
+    def _mtime(self) -> float:
+        try:
+            return self.config_path.stat().st_mtime_ns if self.config_path else 0
+        except OSError:
+            return 0
 
     def _on_signal(self, name: str) -> None:
         self.log.info("shutdown requested", signal=name,
@@ -113,7 +178,8 @@ class Gateway:
         self.stop(force=self.draining and name == "SIGINT")
 
 
-def run(cfg: GatewayConfig, config_dir: Path | None = None) -> int:
+def run(cfg: GatewayConfig, config_dir: Path | None = None,
+        config_path: Path | None = None) -> int:
     """Serve until signalled, on uvloop where available. Returns the process exit code."""
     try:
         import uvloop
@@ -121,7 +187,7 @@ def run(cfg: GatewayConfig, config_dir: Path | None = None) -> int:
     except ImportError:  # pragma: no cover - uvloop is a Linux dependency
         runner = asyncio.Runner()
     try:
-        gw = Gateway(cfg, config_dir)
+        gw = Gateway(cfg, config_dir, config_path)
     except OSError as exc:
         print(f"driftgate: cannot listen: {exc}", file=sys.stderr)
         return 1

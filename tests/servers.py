@@ -71,10 +71,11 @@ class _nullcontext:
 class GatewayServer:
     """The real gateway (proxy + admin ports) serving a config, in a thread."""
 
-    def __init__(self, cfg: GatewayConfig | str, config_dir: Path | None = None) -> None:
+    def __init__(self, cfg: GatewayConfig | str, config_dir: Path | None = None,
+                 config_path: Path | None = None) -> None:
         if isinstance(cfg, str):
             cfg = parse_config(cfg)
-        self.gateway = Gateway(cfg, config_dir)
+        self.gateway = Gateway(cfg, config_dir, config_path)
         self.url = f"http://127.0.0.1:{self.gateway.port}"
         self.admin_url = f"http://127.0.0.1:{self.gateway.admin_port}"
         self._loop = LoopThread()

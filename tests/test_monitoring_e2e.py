@@ -100,7 +100,9 @@ def test_six_percent_shift_alerts_within_30s_then_resolves(stack):
         print(f"drift alert {delay:.1f} s after the shift")
         assert body["alert"] == "feature_drift" and body["route"] == "churn"
         assert body["variant"] == "churn-v1" and body["severity"] == "warning"
-        assert body["metric"] in ("mean_change", "median_change", "p95_change", "wasserstein")
+        # charges x 1.06 moves the mean and the spread alike: any key statistic may be named
+        assert body["metric"] in ("mean_change", "std_change", "median_change", "p95_change",
+                                  "wasserstein")
         for key in ("value", "threshold", "window", "started_at", "summary"):
             assert body[key] is not None
         text = httpx.get(f"{gw.admin_url}/metrics").text
