@@ -205,6 +205,27 @@ class ShadowConfig(_Model):
     percent: float = Field(100.0, ge=0, le=100)
 
 
+class SLOConfig(_Model):
+    max_error_rate: float = Field(0.01, ge=0, le=1)   # 5xx and failed exchanges
+    max_p99_latency_ms: float = Field(200.0, gt=0)
+    min_requests: int = Field(200, ge=1)              # per step, before judging or stepping
+
+
+class CanaryConfig(_Model):
+    variant: str
+    steps: list[float] = [5, 25, 50, 100]             # percent of traffic
+    step_interval: Duration = 300.0
+    slo: SLOConfig = SLOConfig()
+    evaluate_every: Duration = 1.0
+
+    @field_validator("steps")
+    @classmethod
+    def _percents(cls, steps: list[float]) -> list[float]:
+        if not steps or any(not 0 <= s <= 100 for s in steps):
+            raise ValueError("steps are percents between 0 and 100")
+        return steps
+
+
 class RouteConfig(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     match: MatchConfig
@@ -215,6 +236,7 @@ class RouteConfig(_Model):
     salt: str = ""                           # change it to reshuffle sticky assignments
     fallback: str | None = None              # variant for when the chosen one is down
     shadow: list[ShadowConfig] = []          # mirrored copies, never returned
+    canary: CanaryConfig | None = None       # steps a variant's share forward by SLO
     shadow_max_in_flight: int = Field(100, ge=1)
     retry_budget: float = Field(0.2, ge=0, le=1)  # fallback retries: at most this share extra
     protocol: PROTOCOL = "auto"
@@ -374,6 +396,11 @@ def _cross_check(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
         if route.upstream is not None and route.upstream not in cfg.upstreams:
             errors.append((("routes", i, "upstream"),
                            f"unknown upstream {route.upstream!r} (known: {known})"))
+        if route.canary is not None and (route.canary.variant not in route.variant_names
+                                         or len(route.variants) < 2):
+            errors.append((("routes", i, "canary", "variant"),
+                           f"canary variant {route.canary.variant!r} must be one of two or more "
+                           f"`variants` (have: {', '.join(route.variant_names)})"))
         for j, sh in enumerate(route.shadow):
             if sh.upstream not in cfg.upstreams:
                 errors.append((("routes", i, "shadow", j, "upstream"),

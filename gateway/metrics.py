@@ -69,6 +69,12 @@ class GatewayMetrics:
         self.shadow_dropped = Counter(
             "driftgate_shadow_dropped", "Shadow copies not sent: the in-flight cap was reached.",
             ["route"], registry=r)
+        self.canary_percent = Gauge(
+            "driftgate_canary_percent", "Share of traffic (percent) the canary variant gets now.",
+            ["route", "variant"], registry=r)
+        self.canary_rollbacks = Counter(
+            "driftgate_canary_rollbacks", "Canaries rolled back for breaking their SLO.",
+            ["route"], registry=r)
         self.retries = Counter(
             "driftgate_retries", "Fallback retries by outcome (retried, budget_exhausted).",
             ["route", "outcome"], registry=r)

@@ -156,6 +156,7 @@ class ProxyApp:
         response_bytes = 0
         error: UpstreamError | None = None
         fell_back = False
+        chosen = variant  # the split's pick; `variant` becomes whoever answered
         try:
             if fwd.content_length is not None and fwd.content_length > limit:
                 raise BodyTooLarge
@@ -175,6 +176,10 @@ class ProxyApp:
             if not upstream.available(now):  # ejected or failing active checks
                 fb = route.fallback
                 if fb is None or fb is variant or not fb.upstream.available(now):
+                    # no usable fallback: any other variant that is up, in config order
+                    fb = next((v for v in route.variants
+                               if v is not variant and v.upstream.available(now)), None)
+                if fb is None:
                     raise NoHealthyUpstream
                 variant, upstream, fell_back = fb, fb.upstream, True
             route.budget.record_request(now)
@@ -269,6 +274,10 @@ class ProxyApp:
             if status:
                 rt.metrics.observe_request(route.name, variant.name, upstream.name,
                                            scope["method"], status, duration, upstream_dur)
+                canary = route.canary
+                if canary is not None and chosen.name == canary.variant:
+                    # a pick the candidate could not serve (fallback) counts against it
+                    canary.record(status < 500 and error is None and not fell_back, duration)
                 route.request_size.observe(request_bytes[0])
                 route.response_size.observe(response_bytes)
                 self._access_log(scope, fwd, route, variant, status, duration, upstream_dur,

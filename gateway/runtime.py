@@ -18,6 +18,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.monitor import load_baseline_file
 from gateway.monitor_link import MonitorLink
 from routing import RouteRule, RouteTable, Splitter
+from routing.canary import SLO, Canary
 from routing.health import HealthCheck, OutlierDetector, RetryBudget
 
 
@@ -55,6 +56,8 @@ class Route:
     shadows: list[tuple[Upstream, float]] = field(default_factory=list)  # (upstream, share 0..1)
     shadow_cap: int = 100
     shadow_in_flight: int = 0
+    canary: Canary | None = None
+    base_weights: dict[str, float] = field(default_factory=dict)  # from the config
     in_flight: object = field(repr=False, default=None)
     request_size: object = field(repr=False, default=None)
     response_size: object = field(repr=False, default=None)
@@ -91,6 +94,13 @@ class GatewayRuntime:
                 route.splitter = Splitter(rc.name, [(v.name, v.weight) for v in rc.variants],
                                           rc.salt)
                 route.salt = rc.salt
+                route.base_weights = {v.name: v.weight for v in rc.variants}
+                if rc.canary is not None:
+                    c = rc.canary
+                    route.canary = Canary(c.variant, c.steps, c.step_interval, SLO(
+                        c.slo.max_error_rate, c.slo.max_p99_latency_ms, c.slo.min_requests),
+                        now=time.monotonic())
+                    self.apply_canary(route)
                 route.override_header = rc.override_header.lower().encode()
                 if rc.sticky is not None:
                     route.sticky_header = rc.sticky.header.lower().encode() if rc.sticky.header \
@@ -104,6 +114,36 @@ class GatewayRuntime:
         self.table: RouteTable[Route] = RouteTable(rules)
         self._tasks: list[asyncio.Task] = []
         self._build_monitoring()
+
+    def apply_canary(self, route: Route) -> None:
+        """The candidate gets the canary's percent; the others share the rest by their weights."""
+        canary = route.canary
+        assert canary is not None
+        others = {n: w for n, w in route.base_weights.items() if n != canary.variant}
+        total = sum(others.values()) or 1.0
+        rest = 100.0 - canary.percent
+        weights = {n: rest * w / total for n, w in others.items()}
+        weights[canary.variant] = canary.percent
+        ordered = [(n, weights[n]) for n in route.base_weights]
+        route.splitter = Splitter(route.name, ordered, route.salt)
+        self.metrics.canary_percent.labels(route.name, canary.variant).set(canary.percent)
+
+    async def _canary_loop(self, route: Route, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            canary = route.canary
+            assert canary is not None
+            action = canary.evaluate(time.monotonic())
+            if action is None:
+                continue
+            self.apply_canary(route)
+            if action == "rollback":
+                self.metrics.canary_rollbacks.labels(route.name).inc()
+                self.log.warning("canary rolled back", route=route.name, variant=canary.variant,
+                                 reason=canary.reason)
+            else:
+                self.log.info("canary advanced", route=route.name, variant=canary.variant,
+                              percent=canary.percent)
 
     def route(self, name: str) -> Route | None:
         return next((r for r in self.routes if r.name == name), None)
@@ -249,6 +289,10 @@ class GatewayRuntime:
         await self.probe_once()
         self._tasks = [asyncio.create_task(self._probe_loop()),
                        asyncio.create_task(self._flush_loop())]
+        for rc, route in zip(self.cfg.routes, self.routes):
+            if route.canary is not None and rc.canary is not None:
+                self._tasks.append(asyncio.create_task(
+                    self._canary_loop(route, rc.canary.evaluate_every)))
         for name, u in self.cfg.upstreams.items():
             if u.health_check is not None:
                 self._tasks.append(asyncio.create_task(

@@ -38,7 +38,7 @@ def empty_moments(n_features: int) -> np.ndarray:
 
 
 # Rows of the kernel's per-call accumulators.
-A_N, A_SUM, A_SQ, A_MIN, A_MAX, A_LOW, A_HIGH = range(N_MOMENTS)
+A_N, A_SUM, A_SQ, A_MIN, A_MAX, A_LOW, A_HIGH, A_SHIFT = range(N_MOMENTS + 1)
 # Rows per block: bins of a block are found first (a tight, branch-free loop), then counted.
 BLOCK = 256
 
@@ -66,8 +66,16 @@ def ingest(x, model, params, counts, moments, scores_out):
     hbos_threshold = params[P_HBOS_THRESHOLD, 0]
     bins = np.empty((min(n, BLOCK), n_features), dtype=np.int64)
     # Accumulators, one row per quantity: the moments pass over features then vectorizes.
-    acc = np.zeros((N_MOMENTS, n_features))
+    acc = np.zeros((N_MOMENTS + 1, n_features))
     for f in range(n_features):
+        # Sums are taken around the batch's first finite value (the baseline mean when there is
+        # none): the sum of squares then never cancels catastrophically, constant data included.
+        acc[A_SHIFT, f] = params[P_SHIFT, f]
+        for i in range(n):
+            v = x[i, f]
+            if v - v == 0.0:
+                acc[A_SHIFT, f] = v
+                break
         acc[A_MIN, f] = np.inf
         acc[A_MAX, f] = -np.inf
     hbos_outliers = 0
@@ -110,7 +118,7 @@ def ingest(x, model, params, counts, moments, scores_out):
                 v = x[start + r, f]
                 # NaN/inf and categorical values add zeros (a categorical's range is +-inf).
                 ok = (v - v == 0.0) & (params[P_IS_CAT, f] == 0.0)
-                d = v - params[P_SHIFT, f] if ok else 0.0
+                d = v - acc[A_SHIFT, f] if ok else 0.0
                 acc[A_N, f] += ok
                 acc[A_SUM, f] += d
                 acc[A_SQ, f] += d * d
@@ -126,7 +134,7 @@ def ingest(x, model, params, counts, moments, scores_out):
         nb = acc[A_N, f]
         if nb == 0.0:
             continue
-        mean_b = params[P_SHIFT, f] + acc[A_SUM, f] / nb
+        mean_b = acc[A_SHIFT, f] + acc[A_SUM, f] / nb
         m2_b = max(acc[A_SQ, f] - acc[A_SUM, f] * acc[A_SUM, f] / nb, 0.0)
         na = moments[f, M_N]
         total = na + nb
