@@ -153,7 +153,7 @@ class Gateway:
             task.add_done_callback(self._retiring.discard)
             self.cfg = cfg
             self.log.info("audit", action="reload", source=source, who=who,
-                          routes=[r.name for r in cfg.routes], upstreams=sorted(cfg.upstreams))
+                          before=_summary(old), after=_summary(runtime))
             return True, "reloaded"
 
     async def _watch_config(self) -> None:
@@ -176,6 +176,12 @@ class Gateway:
         self.log.info("shutdown requested", signal=name,
                       drain_timeout_s=self.cfg.server.drain_timeout)
         self.stop(force=self.draining and name == "SIGINT")
+
+
+def _summary(rt: GatewayRuntime) -> dict:
+    """What an audit line says a config was: each route's variants and their shares."""
+    return {r["route"]: {v["name"]: v["share"] for v in r["variants"]}
+            for r in rt.describe_routes()}
 
 
 def run(cfg: GatewayConfig, config_dir: Path | None = None,

@@ -91,3 +91,39 @@ def test_retry_budget_caps_extra_load():
     finally:
         gw.stop()
         candidate.stop()
+
+
+def test_active_health_check_takes_a_failing_upstream_out_and_back():
+    from tests.servers import _send
+
+    class Toggle(EchoApp):
+        healthy = True
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] == "http" and scope["path"] == "/health":
+                await _send(send, 200 if self.healthy else 503, b"{}")
+                return
+            await super().__call__(scope, receive, send)
+
+    flaky, other = Toggle(), AppServer(EchoApp())
+    server = AppServer(flaky)
+    cfg = config(server.port, other.port).replace(
+        'timeout: {connect: 0.5}}', 'timeout: {connect: 0.5}, health_check: {path: /health, '
+        'interval: 0.1s, healthy_threshold: 2, unhealthy_threshold: 2}}')
+    gw = GatewayServer(cfg)
+    try:
+        assert httpx.get(f"{gw.url}/x").headers["x-driftgate-variant"] == "control"
+        flaky.healthy = False
+        time.sleep(0.6)
+        r = httpx.get(f"{gw.url}/x")
+        assert r.headers["x-driftgate-variant"] == "candidate"
+        assert r.headers["x-driftgate-fallback"] == "true"
+        flaky.healthy = True
+        time.sleep(0.6)
+        assert httpx.get(f"{gw.url}/x").headers["x-driftgate-variant"] == "control"
+        assert 'driftgate_upstream_healthy{upstream="a"} 1.0' in httpx.get(
+            f"{gw.admin_url}/metrics").text
+    finally:
+        gw.stop()
+        server.stop()
+        other.stop()
