@@ -53,7 +53,9 @@ def test_healthy_candidate_walks_to_100_percent():
     gw = gateway(v1.url, v2.url, "[20, 50, 100]", "1s")
     try:
         assert canary(gw)["percent"] == 20
-        drive(gw, 6)
+        deadline = time.monotonic() + 20  # three steps of >= 1 s and >= 30 candidate requests
+        while time.monotonic() < deadline and canary(gw)["state"] != "done":
+            drive(gw, 1)
         state = canary(gw)
         assert state["state"] == "done" and state["percent"] == 100, state
         tail = drive(gw, 1)

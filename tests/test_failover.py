@@ -40,7 +40,12 @@ def test_killed_upstream_fails_over_without_client_errors_then_recovers():
                     control.stop()  # killed mid-test
                 if i == 200:
                     control = AppServer(EchoApp(), port=control_port)  # back
-                    time.sleep(1.2)  # past the 1 s ejection: probed again
+                    # wait out the current ejection (1, 2, 3 s... as it was probed while dead)
+                    deadline = time.monotonic() + 15
+                    while time.monotonic() < deadline and not httpx.get(
+                            f"{gw.admin_url}/admin/routes").json()["routes"][0]["variants"][0][
+                            "available"]:
+                        time.sleep(0.1)
                 method = "GET" if i % 2 else "POST"
                 r = c.request(method, f"{gw.url}/x", content=b"{}" if method == "POST" else None)
                 assert r.status_code == 200, (i, r.status_code, r.text)
