@@ -120,12 +120,7 @@ class Recorder:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         self.received.append((time.time(), orjson.loads(body) if body else None))
         await _send(send, 200, b"{}")
 
@@ -150,12 +145,7 @@ class EchoApp:
             return
         self.requests += 1
         self.connections.add(tuple(scope["client"]))
-        body = bytearray()
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
         path = scope["path"]
         if path == "/stream":
@@ -186,6 +176,16 @@ class EchoApp:
         }
         await _send(send, 200, orjson.dumps(payload), extra_headers=[
             (b"x-upstream-header", b"kept"), (b"keep-alive", b"timeout=5"), *extra])
+
+
+async def read_body(receive) -> bytes:
+    """The whole request body of an ASGI exchange."""
+    parts = []
+    while True:
+        message = await receive()
+        parts.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(parts)
 
 
 async def _send(send, status: int, body: bytes, ctype: bytes = b"application/json",

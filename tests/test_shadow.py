@@ -7,7 +7,7 @@ import time
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers import AppServer, EchoApp, GatewayServer, free_port
+from tests.servers import AppServer, EchoApp, GatewayServer, free_port, read_body
 
 
 class SlowRecorder:
@@ -20,12 +20,7 @@ class SlowRecorder:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            m = await receive()
-            body += m.get("body", b"")
-            if not m.get("more_body"):
-                break
+        body = await read_body(receive)
         await asyncio.sleep(self.delay)
         self.bodies.append(body)
         await send({"type": "http.response.start", "status": 200,
