@@ -49,7 +49,7 @@ def _cmd_demo_model(args: argparse.Namespace) -> int:
 
 def _cmd_baseline_build(args: argparse.Namespace) -> int:
     """A reference made offline: schema + reference state, loadable as `monitor.baseline`."""
-    from gateway.monitor import load_baseline_file
+    from gateway.baselines import load_baseline_file
     from stats import fit_baseline, save_states
 
     source = Path(args.source)

@@ -169,6 +169,13 @@ class MonitorConfig(_Model):
             raise ValueError("need 0 < slice <= short_window and slice <= window")
         return self
 
+    def baseline_path(self, config_dir: Path) -> Path | None:
+        """The baseline file, relative paths taken from the config file's folder."""
+        if self.baseline is None:
+            return None
+        path = Path(self.baseline)
+        return path if path.is_absolute() else config_dir / path
+
     @property
     def feature_names(self) -> list[str]:
         return list(self.features)
@@ -336,6 +343,11 @@ class GatewayConfig(_Model):
     state_dir: str | None = None             # default: driftgate-state/ beside the config file
     monitoring: MonitoringConfig = MonitoringConfig()
     alerts: AlertsConfig = AlertsConfig()
+
+    def state_path(self, config_dir: Path) -> Path:
+        """`state_dir`, relative paths (and the default) taken from the config file's folder."""
+        path = Path(self.state_dir or "driftgate-state")
+        return path if path.is_absolute() else config_dir / path
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

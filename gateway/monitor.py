@@ -11,21 +11,19 @@ of variants, workers and replicas merge exactly.
 
 from __future__ import annotations
 
-import csv
 import time
 from itertools import chain
 from pathlib import Path
 
 import numpy as np
-import orjson
 
+from gateway.baselines import load_baseline_file
 from gateway.codecs import DecodeError, decode_request, decode_response, decompress
 from gateway.config import MonitorConfig, RouteConfig
 from gateway.logs import get_logger
 from stats import SlidingWindow, StreamState, fit_baseline, load_states, save_states
 from stats.state import load_bundle
 
-SIDES = ("inputs", "outputs")
 # Rows that teach a reference for predictions when a baseline file covers only the inputs.
 OUTPUT_LEARN_ROWS = 1000
 
@@ -54,22 +52,6 @@ def merge_columns(tables: list[dict[str, list]]) -> tuple[dict[str, list], int]:
                     col.extend([None] * (n - len(values)))
         total += n
     return out, total
-
-
-def load_baseline_file(path: Path) -> dict[str, list] | None:
-    """Columns of a CSV or JSON-lines baseline; None for npz (a saved schema + reference)."""
-    if path.suffix == ".npz":
-        return None
-    if path.suffix in (".jsonl", ".ndjson"):
-        rows = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
-        names: dict[str, None] = {}
-        for r in rows:
-            names.update(dict.fromkeys(r))
-        return {n: [r.get(n) for r in rows] for n in names}
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        rows = list(reader)
-        return {n: [r.get(n) for r in rows] for n in reader.fieldnames or []}
 
 
 class SideModel:
@@ -166,18 +148,15 @@ class RouteMonitor:
         self.protocol = route.protocol
         self.cfg = route.monitor
         self.state_dir = state_dir
-        self.config_dir = config_dir
         learn = self.cfg.learn
         self.learn_rows = learn.rows if learn else (OUTPUT_LEARN_ROWS if self.cfg.baseline else 10_000)
         self.per_variant = bool(learn and learn.per_variant)
         self._models: dict[tuple[str, str], SideModel] = {}
-        self.sample_rate = self.cfg.sample_rate
         self.max_capture = self.cfg.max_capture_bytes
         self.baseline_columns: dict[str, list] | None = None
         self._baseline_reference = None
-        if self.cfg.baseline:
-            path = Path(self.cfg.baseline)
-            path = path if path.is_absolute() else config_dir / path
+        path = self.cfg.baseline_path(config_dir)
+        if path is not None:
             columns = load_baseline_file(path)
             if columns is None:
                 self._baseline_reference = load_states(path)

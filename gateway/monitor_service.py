@@ -31,8 +31,7 @@ from gateway.sinks import Dispatcher
 
 
 def build(cfg: GatewayConfig, config_dir: Path):
-    state_dir = Path(cfg.state_dir) if cfg.state_dir else Path("driftgate-state")
-    state_dir = state_dir if state_dir.is_absolute() else config_dir / state_dir
+    state_dir = cfg.state_path(config_dir)
     metrics = MonitorMetrics()
     monitors = {}
     for rc in cfg.routes:

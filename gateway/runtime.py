@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 import orjson
 
+from gateway.baselines import load_baseline_file
 from gateway.capture import CaptureQueue, RouteCapture
 from gateway.config import ConfigError, GatewayConfig
 from gateway.engine import PoolSettings, UpstreamPool
 from gateway.logs import flush_access_log, get_logger
 from gateway.metrics import GatewayMetrics
-from gateway.monitor import load_baseline_file
 from gateway.monitor_link import MonitorLink
 from routing import RouteRule, RouteTable, Splitter
 from routing.canary import SLO, Canary
@@ -75,8 +75,6 @@ class GatewayRuntime:
         self.metrics = metrics or GatewayMetrics()
         self.log = get_logger()
         self.config_dir = (config_dir or Path.cwd()).resolve()
-        state_dir = Path(cfg.state_dir) if cfg.state_dir else Path("driftgate-state")
-        self.state_dir = state_dir if state_dir.is_absolute() else self.config_dir / state_dir
         kept = previous.upstreams if previous is not None else {}
         self.upstreams = {
             name: kept[name] if name in kept and previous.cfg.upstreams[name] == u
@@ -227,9 +225,8 @@ class GatewayRuntime:
         for i, (rc, route) in enumerate(zip(cfg.routes, self.routes)):
             if rc.monitor is None:
                 continue
-            if rc.monitor.baseline:  # a bad baseline is a config error now, not in the monitor
-                path = Path(rc.monitor.baseline)
-                path = path if path.is_absolute() else self.config_dir / path
+            path = rc.monitor.baseline_path(self.config_dir)
+            if path is not None:  # a bad baseline is a config error now, not in the monitor
                 try:
                     if path.suffix != ".npz":
                         load_baseline_file(path)

@@ -1,0 +1,25 @@
+"""Baseline files (CSV, JSON lines) as columns. Kept apart from gateway.monitor so the proxy
+process can check a configured baseline without importing stats/ (numba, scipy)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import orjson
+
+
+def load_baseline_file(path: Path) -> dict[str, list] | None:
+    """Columns of a CSV or JSON-lines baseline; None for npz (a saved schema + reference)."""
+    if path.suffix == ".npz":
+        return None
+    if path.suffix in (".jsonl", ".ndjson"):
+        rows = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+        names: dict[str, None] = {}
+        for r in rows:
+            names.update(dict.fromkeys(r))
+        return {n: [r.get(n) for r in rows] for n in names}
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        return {n: [r.get(n) for r in rows] for n in reader.fieldnames or []}
