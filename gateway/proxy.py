@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 
+from gateway.capture import RouteCapture
 from gateway.engine import UpstreamError, UpstreamResponse
 from gateway.headers import ForwardedRequest, response_headers
 from gateway.logs import get_access_logger
@@ -174,11 +175,10 @@ class ProxyApp:
                 target = target + b"?" + scope["query_string"]
             now = time.monotonic()
             if not upstream.available(now):  # ejected or failing active checks
-                fb = route.fallback
-                if fb is None or fb is variant or not fb.upstream.available(now):
-                    # no usable fallback: any other variant that is up, in config order
-                    fb = next((v for v in route.variants
-                               if v is not variant and v.upstream.available(now)), None)
+                # the route's fallback, else any other variant that is up, in config order
+                fb = route.usable_fallback(variant, now) or next(
+                    (v for v in route.variants if v is not variant and v.upstream.available(now)),
+                    None)
                 if fb is None:
                     raise NoHealthyUpstream
                 variant, upstream, fell_back = fb, fb.upstream, True
@@ -192,12 +192,11 @@ class ProxyApp:
                     break
                 except UpstreamError as exc:
                     rt.record_outcome(upstream, False)
-                    fb = route.fallback
                     # Fail over only what never reached the upstream, with the body in hand,
                     # once, and within the route's retry budget.
-                    if (exc.sent or fell_back or fb is None or fb is variant
-                            or not (body is None or isinstance(body, bytes))
-                            or not fb.upstream.available(time.monotonic())):
+                    fb = None if exc.sent or fell_back else route.usable_fallback(
+                        variant, time.monotonic())
+                    if fb is None or not (body is None or isinstance(body, bytes)):
                         raise
                     if not route.budget.try_retry(time.monotonic()):
                         rt.metrics.retries.labels(route.name, "budget_exhausted").inc()
@@ -237,15 +236,7 @@ class ProxyApp:
                 # after the live answer is out: the copy can never hold it up
                 self._mirror(scope, route, target, fwd, body)
             if mon is not None and (mon.sample_rate >= 1.0 or random.random() < mon.sample_rate):
-                # O(1) hand-off to the monitor process's queue (gateway.monitor_link)
-                cap = mon.max_capture
-                captured = b"" if body is None else body
-                rt.capture.offer((
-                    mon.route, variant.name, time.time(),
-                    captured if isinstance(captured, bytes) and len(captured) <= cap else None,
-                    scope["headers"],
-                    data if data is not None and len(data) <= cap else None,
-                    resp.headers, status))
+                self._capture(mon, variant.name, scope, body, data, resp.headers, status)
         except BodyTooLarge:
             status = 413
             await send_json(send, 413, {"error": f"request body larger than {limit} bytes",
@@ -319,13 +310,20 @@ class ProxyApp:
             duration = time.perf_counter() - started
             rt.metrics.observe_request(route.name, upstream.name, upstream.name, scope["method"],
                                        status, duration, duration, shadow="true")
-        mon = route.monitor
-        if mon is not None and resp is not None and data is not None:
-            captured = b"" if body is None else body
-            rt.capture.offer((mon.route, upstream.name, time.time(),
-                              captured if len(captured) <= mon.max_capture else None,
-                              scope["headers"], data if len(data) <= mon.max_capture else None,
-                              resp.headers, status))
+        if route.monitor is not None and resp is not None and data is not None:
+            self._capture(route.monitor, upstream.name, scope, body, data, resp.headers, status)
+
+    def _capture(self, mon: RouteCapture, variant: str, scope, body, data: bytes | None,
+                 response_headers: list, status: int) -> None:
+        """O(1) hand-off to the monitor process's queue (gateway.monitor_link). Bodies over the
+        route's capture cap, or streamed (not bytes), go as None: counted, not decoded."""
+        cap = mon.max_capture
+        request = b"" if body is None else body
+        self.runtime.capture.offer((
+            mon.route, variant, time.time(),
+            request if isinstance(request, bytes) and len(request) <= cap else None,
+            scope["headers"], data if data is not None and len(data) <= cap else None,
+            response_headers, status))
 
     async def _stream(self, resp: UpstreamResponse, receive, send, keep: list | None = None,
                       keep_limit: int = 0) -> int:

@@ -63,6 +63,11 @@ class Route:
     response_size: object = field(repr=False, default=None)
     monitor: RouteCapture | None = None
 
+    def usable_fallback(self, variant: Variant, now: float) -> Variant | None:
+        """The route's fallback for a pick of `variant`, when it is another variant and up."""
+        fb = self.fallback
+        return fb if fb is not None and fb is not variant and fb.upstream.available(now) else None
+
 
 class GatewayRuntime:
     def __init__(self, cfg: GatewayConfig, metrics: GatewayMetrics | None = None,
@@ -178,7 +183,7 @@ class GatewayRuntime:
                               "ejections": v.upstream.detector.ejections} for v in r.variants],
                 "fallback": r.fallback.name if r.fallback else None,
                 "shadow": [{"upstream": u.name, "share": share} for u, share in r.shadows],
-                "canary": r.canary.describe() if getattr(r, "canary", None) else None,
+                "canary": r.canary.describe() if r.canary else None,
             })
         return out
 
