@@ -285,9 +285,9 @@ class GatewayRuntime:
             flush_access_log()
 
     async def start(self) -> None:
-        if self.previous is not None:
-            if self.previous.monitor is not None and not self.monitor_reused:
-                await self.previous.monitor.stop()  # saves state the new process loads
+        previous, self.previous = self.previous, None  # no chain of every runtime ever loaded
+        if previous is not None and previous.monitor is not None and not self.monitor_reused:
+            await previous.monitor.stop()  # saves state the new process loads
         await self.probe_once()
         self._tasks = [asyncio.create_task(self._probe_loop()),
                        asyncio.create_task(self._flush_loop())]
