@@ -53,10 +53,6 @@ class FeatureSpec:
         return len(self.edges) + 1  # (k inner) + underflow + overflow, k = len(edges) - 1
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
 def _column_is_categorical(values: Sequence) -> bool:
     """Strings (or booleans) that are not numbers make a column categorical."""
     if isinstance(values, np.ndarray) and values.dtype.kind in "iuf":
@@ -66,20 +62,14 @@ def _column_is_categorical(values: Sequence) -> bool:
         return any(isinstance(v, (bool, np.bool_)) for v in values[:1000])
     except (TypeError, ValueError):
         pass
-    seen = 0
     for v in values:
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            continue
-        if isinstance(v, (str, bool, np.str_, np.bool_)):
-            if isinstance(v, str):
-                try:
-                    float(v)
-                    seen += 1
-                    continue
-                except ValueError:
-                    return True
+        if isinstance(v, (bool, np.bool_)):
             return True
-        seen += 1
+        if isinstance(v, str):
+            try:
+                float(v)
+            except ValueError:
+                return True
     return False
 
 
@@ -113,27 +103,11 @@ def columns_from(data, names: Sequence[str] | None = None) -> dict[str, list | n
     return {name: [r[i] if i < len(r) else None for r in rows] for i, name in enumerate(names)}
 
 
-def _numeric(values) -> np.ndarray:
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        arr = np.array([float(v) if _is_number(v) or _parses(v) else np.nan for v in values])
-    return arr
-
-
-def _parses(v) -> bool:
-    if isinstance(v, str):
-        try:
-            float(v)
-            return True
-        except ValueError:
-            return False
-    return False
-
-
 def numeric_spec(name: str, values, n_bins: int = 20, low: float | None = None,
                  high: float | None = None, range_quantile: float = 0.001) -> FeatureSpec:
-    arr = _numeric(values)
+    from stats.table import numeric_column  # here: stats.table imports this module
+
+    arr = numeric_column(values)  # the same conversion live batches get
     arr = arr[np.isfinite(arr)]
     if arr.size == 0:
         raise ValueError(f"feature {name!r}: no finite baseline values")

@@ -37,7 +37,10 @@ class Batch:
     extra_columns: int   # values under names the schema does not know
 
 
-def _numeric_column(values: Sequence, kinds_row: np.ndarray) -> np.ndarray:
+def numeric_column(values: Sequence, kinds_row: np.ndarray | None = None) -> np.ndarray:
+    """Values as float64, NaN where missing or not a number (counted in `kinds_row`)."""
+    if kinds_row is None:
+        kinds_row = np.zeros(N_KINDS, dtype=np.int64)
     try:
         arr = np.asarray(values, dtype=np.float64)
         # numpy turns None into NaN silently: look closer only when a NaN shows up
@@ -96,7 +99,7 @@ def _categorical_value(v, codes: dict[str, int], other: int, kinds_row: np.ndarr
 def _column(values: Sequence, schema: Schema, j: int, kinds: np.ndarray) -> np.ndarray:
     codes = schema.category_codes[j]
     if codes is None:
-        return _numeric_column(values, kinds[j])
+        return numeric_column(values, kinds[j])
     return _categorical_column(values, codes, len(codes), kinds[j])
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from stats.schema import Schema
 from stats.state import StreamState
+from stats.table import to_batch
 
 
 class SlidingWindow:
@@ -88,8 +89,6 @@ class FrozenReference:
     def update(self, data) -> None:
         if self.frozen:
             return
-        from stats.table import to_batch
-
         batch = to_batch(data, self.state.schema)
         room = self.target - self.state.n_rows
         if batch.matrix.shape[0] > room:
