@@ -81,8 +81,11 @@ class Evaluator:
         short_state = window.state(now, last=short_slices)
         reports = {"long": evaluate(model.reference, long_state),
                    "short": evaluate(model.reference, short_state)}
-        self._publish(mon.name, variant, side, reports)
-        self._alerts(mon, side, variant, reports, now)
+        # every measure of every feature, per window: read by the gauges and by each rule
+        values = {w: [_metric_values(r, i) for i in range(len(r.names))]
+                  for w, r in reports.items()}
+        self._publish(mon.name, variant, side, values, reports["long"].names)
+        self._alerts(mon, side, variant, reports, values, now)
         long_r, short_r = reports["long"], reports["short"]
         features = long_r.features()
         short_features = short_r.features()
@@ -108,11 +111,11 @@ class Evaluator:
                 "integrity": sorted(set(long_r.integrity_features) | set(short_r.integrity_features)),
                 "features": features, "histograms": hist}
 
-    def _publish(self, route: str, variant: str, side: str, reports: dict[str, DriftReport]) -> None:
+    def _publish(self, route: str, variant: str, side: str,
+                 values_by_window: dict[str, list[dict[str, float]]], names: list[str]) -> None:
         m = self.metrics
-        for window, report in reports.items():
-            for i, feature in enumerate(report.names):
-                values = _metric_values(report, i)
+        for window, per_feature in values_by_window.items():
+            for feature, values in zip(names, per_feature):
                 if side == "inputs":
                     for metric in GAUGE_METRICS:
                         m.feature_drift.labels(route, variant, feature, metric, window).set(values[metric])
@@ -124,7 +127,8 @@ class Evaluator:
                             values[metric])
 
     def _alerts(self, mon: RouteMonitor, side: str, variant: str,
-                reports: dict[str, DriftReport], now: float) -> None:
+                reports: dict[str, DriftReport], values: dict[str, list[dict[str, float]]],
+                now: float) -> None:
         long_r = reports["long"]
         for rule in self.rules:
             if rule.routes is not None and mon.name not in rule.routes:
@@ -135,7 +139,7 @@ class Evaluator:
             if not applies:
                 continue
             for i, feature in enumerate(long_r.names):
-                obs = self._observe(mon, side, variant, feature, i, rule, reports)
+                obs = self._observe(mon, side, variant, feature, i, rule, reports, values)
                 for status, alert in self.book.observe(obs, now):
                     payload = alert.payload(status, now)
                     self.metrics.alerts_total(mon.name, rule.name, status).inc()
@@ -149,12 +153,13 @@ class Evaluator:
                             self.dispatcher.notify_retrain(mon.name, mon.cfg.retrain, payload)
 
     def _observe(self, mon: RouteMonitor, side: str, variant: str, feature: str, i: int,
-                 rule: AlertRule, reports: dict[str, DriftReport]) -> Observation:
+                 rule: AlertRule, reports: dict[str, DriftReport],
+                 values_by_window: dict[str, list[dict[str, float]]]) -> Observation:
         """Whether the rule's condition holds in either window, with the value that shows it."""
         best = None
         for window in ("short", "long"):
             r = reports[window]
-            values = _metric_values(r, i)
+            values = values_by_window[window][i]
             if rule.condition in ("drift", "prediction_drift"):
                 active = bool(r.drifted[i])
                 moved = [(abs(values[f"{s}_change"]), s) for s in ("mean", "std", "median", "p95")
