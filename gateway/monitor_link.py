@@ -31,7 +31,8 @@ class MonitorLink:
         self.metrics_text = b""
         self.snapshot: dict = {}
         self._proc: asyncio.subprocess.Process | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._flusher: asyncio.Task | None = None
+        self._reader: asyncio.Task | None = None  # one per process: replaced on a restart
         self._ready = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -43,7 +44,7 @@ class MonitorLink:
     async def start(self, timeout: float = 60.0) -> None:
         await self._spawn()
         await asyncio.wait_for(self._ready.wait(), timeout)
-        self._tasks.append(asyncio.create_task(self._flush_loop()))
+        self._flusher = asyncio.create_task(self._flush_loop())
 
     async def _spawn(self) -> None:
         self._ready.clear()
@@ -52,7 +53,7 @@ class MonitorLink:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 30)
         cfg_json = self.cfg.model_dump_json(by_alias=True)
         self._proc.stdin.write(frame("config", (cfg_json, str(self.config_dir))))
-        self._tasks.append(asyncio.create_task(self._read_loop(self._proc)))
+        self._reader = asyncio.create_task(self._read_loop(self._proc))
 
     async def _read_loop(self, proc: asyncio.subprocess.Process) -> None:
         while True:
@@ -108,5 +109,6 @@ class MonitorLink:
             self.log.warning("monitor process did not stop in time: killed")
             proc.kill()
         finally:
-            for task in self._tasks:
-                task.cancel()
+            for task in (self._flusher, self._reader):
+                if task is not None:
+                    task.cancel()
