@@ -4,8 +4,9 @@
         --headless -u 20 -r 20 -t 60s --json-file out [--drift-at 30] [--tags v1 v2]
 
 Scenarios (tags): `v1` KServe V1 `instances`, `v2` Open Inference Protocol V2 (one tensor per
-feature), `mlflow` `/invocations` dataframe_split, `feedback` posts a label for an earlier
-request id (skipped with one warning where the gateway has no /feedback yet), `drift` marks the
+feature), `mlflow` `/invocations` dataframe_split, `feedback` posts the true labels of an earlier
+answer (drawn from the demo world's ground truth; skipped with one warning where the gateway has
+no /feedback; 404 unknown for a route without monitoring is not a failure), `drift` marks the
 requests sent after `--drift-at` seconds, whose monthly_charges are 15% higher. Rows come from
 the demo model's feature distribution; every user has a sticky `X-User-Id`.
 """
@@ -18,9 +19,9 @@ import time
 import numpy as np
 from locust import FastHttpUser, events, tag, task
 
-from gateway.demo_model import FEATURES, synthetic_rows
+from gateway.demo_model import FEATURES, draw_labels, synthetic_rows
 
-_warned = {"feedback": False}
+_warned = {"feedback": False, "unknown": False}
 _started = {"at": None}
 
 
@@ -45,7 +46,7 @@ class ModelClient(FastHttpUser):
     def on_start(self) -> None:
         self.user_id = f"user-{random.randrange(1_000_000)}"
         self.rng = np.random.default_rng(random.randrange(1 << 30))
-        self.request_ids: list[str] = []
+        self.answered: list[tuple[str, list[int]]] = []  # (request id, true labels), bounded
         self.model = self.environment.parsed_options.model_name
 
     def _drifting(self) -> bool:
@@ -61,13 +62,13 @@ class ModelClient(FastHttpUser):
             return rows, " (drift)"
         return rows, ""
 
-    def _post(self, path: str, body: dict, name: str) -> None:
+    def _post(self, path: str, body: dict, name: str, rows: list[list]) -> None:
         with self.client.post(path, json=body, name=name, catch_response=True,
                               headers={"x-user-id": self.user_id}) as r:
             if r.status_code == 200:
                 rid = r.headers.get("x-request-id")
-                if rid:
-                    self.request_ids = (self.request_ids + [rid])[-100:]  # bounded
+                if rid:  # the truth arrives later, as it would from a CRM or a label queue
+                    self.answered = (self.answered + [(rid, draw_labels(rows, self.rng))])[-100:]
                 r.success()
             else:
                 r.failure(f"HTTP {r.status_code}")
@@ -76,7 +77,7 @@ class ModelClient(FastHttpUser):
     @task(4)
     def kserve_v1(self) -> None:
         rows, suffix = self._rows()
-        self._post(f"/v1/models/{self.model}:predict", {"instances": rows}, "v1" + suffix)
+        self._post(f"/v1/models/{self.model}:predict", {"instances": rows}, "v1" + suffix, rows)
 
     @tag("v2", "drift")
     @task(3)
@@ -85,23 +86,30 @@ class ModelClient(FastHttpUser):
         body = {"inputs": [{"name": f, "shape": [len(rows)],
                             "datatype": "BYTES" if f == "plan" else "FP64",
                             "data": [r[j] for r in rows]} for j, f in enumerate(FEATURES)]}
-        self._post(f"/v2/models/{self.model}/infer", body, "v2" + suffix)
+        self._post(f"/v2/models/{self.model}/infer", body, "v2" + suffix, rows)
 
     @tag("mlflow", "drift")
     @task(2)
     def mlflow(self) -> None:
         rows, suffix = self._rows()
         self._post("/invocations", {"dataframe_split": {"columns": list(FEATURES), "data": rows}},
-                   "mlflow" + suffix)
+                   "mlflow" + suffix, rows)
 
     @tag("feedback")
     @task(1)
     def feedback(self) -> None:
-        if not self.request_ids or _warned["feedback"] == "absent":
+        if not self.answered or _warned["feedback"] == "absent":
             return
-        body = {"request_id": self.request_ids.pop(0), "label": random.randint(0, 1)}
+        rid, labels = self.answered.pop(0)
+        body = {"request_id": rid, "label": labels}
         with self.client.post("/feedback", json=body, name="feedback", catch_response=True) as r:
-            if r.status_code == 404 and "no route" in r.text:
+            if r.status_code == 404 and "unknown" in r.text:
+                # the prediction came from a route without monitoring: nothing to join to
+                r.success()
+                if not _warned["unknown"]:
+                    print("note: labels for unmonitored routes answer 404 unknown (not failures)")
+                    _warned["unknown"] = True
+            elif r.status_code == 404 and "no route" in r.text:
                 # a gateway without /feedback: not a failure of the system under test
                 r.success()
                 if not _warned["feedback"]:

@@ -1,4 +1,5 @@
-"""The admin app (its own port): /metrics for Prometheus, /healthz and /readyz for orchestrators."""
+"""The admin app (its own port): /metrics for Prometheus, /healthz and /readyz for orchestrators,
+/monitoring and /experiments for people and dashboards, /admin/* to steer."""
 
 from __future__ import annotations
 
@@ -46,6 +47,20 @@ def build_admin_app(gw: Gateway) -> Starlette:
                           "capacity": gw.runtime.capture.size},
                 **(link.snapshot if link is not None else {})}
         return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+                        media_type="application/json")
+
+    async def experiments(request: Request) -> Response:
+        """The A/B report of every split route, or of one (`/experiments/{route}`)."""
+        link = gw.runtime.monitor
+        route = request.path_params.get("route")
+        if link is None:
+            return JSONResponse({"error": "no experiments: no route has a split or a monitor"},
+                                status_code=404)
+        try:
+            status, body = await link.ask("experiments", route)
+        except (TimeoutError, ConnectionError) as exc:
+            status, body = 503, {"error": f"monitor process unavailable: {exc or 'timeout'}"}
+        return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
                         media_type="application/json")
 
     def authorize(request: Request) -> Response | None:
@@ -101,6 +116,8 @@ def build_admin_app(gw: Gateway) -> Starlette:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/monitoring", monitoring),
+        Route("/experiments", experiments),
+        Route("/experiments/{route}", experiments),
         Route("/admin/routes", admin_routes),
         Route("/admin/reload", admin_reload, methods=["POST"]),
         Route("/admin/routes/{route}/weights", admin_weights, methods=["PUT"]),

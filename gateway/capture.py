@@ -13,11 +13,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class RouteCapture:
-    """Per-route capture settings the hot path reads."""
+    """Per-route capture settings the hot path reads. Without `bodies` (a split with no
+    monitor) captures carry only variant, status and latency, for the experiment report."""
 
     route: str
     sample_rate: float
     max_capture: int
+    bodies: bool = True
 
 
 class CaptureQueue:

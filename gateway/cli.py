@@ -41,7 +41,8 @@ def _cmd_demo_model(args: argparse.Namespace) -> int:
     from gateway.demo_model import build_model_app
 
     app = build_model_app(args.name, version=args.version, latency_ms=args.latency_ms,
-                          error_rate=args.error_rate, seed=args.seed)
+                          error_rate=args.error_rate, seed=args.seed,
+                          bias_shift=args.bias_shift)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                 loop="uvloop", http="httptools")
     return 0
@@ -95,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-ms", type=float, default=0.0, help="added latency per prediction")
     p.add_argument("--error-rate", type=float, default=0.0, help="share of predictions that fail 500")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bias-shift", type=float, default=0.0,
+                   help="add this to the model's logit: a less accurate variant for A/B demos")
     p.set_defaults(func=_cmd_demo_model)
 
     p = sub.add_parser("baseline", help="reference data for monitoring")

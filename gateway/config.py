@@ -147,6 +147,19 @@ class RetrainConfig(_Model):
     event_type: str = "driftgate-drift"
 
 
+class FeedbackConfig(_Model):
+    """How a route's predictions meet their labels (POST /feedback)."""
+    # classification: `label` feedback; regression: `value`; auto: whichever the feedback has
+    task: Literal["auto", "classification", "regression"] = "auto"
+    prediction: str | None = None           # output column with the predicted label / value
+    score: str | None = None                # output column with P(class 1), for AUC
+    threshold: float = 0.5                  # score >= threshold: predicted class 1
+    classes: int = Field(10, ge=2, le=100)  # labels 0..classes-1; others share one "other"
+    window: Duration = 1800.0               # quality gauges and rules look this far back
+    slice: Duration = 30.0
+    min_labels: int = Field(100, ge=1)      # quality rules stay quiet below this many labels
+
+
 class MonitorConfig(_Model):
     baseline: str | None = None             # CSV / JSON-lines / npz, relative to the config
     learn: LearnConfig | None = None        # or: learn a reference from the first N rows
@@ -160,6 +173,7 @@ class MonitorConfig(_Model):
     sample_rate: float = Field(1.0, ge=0, le=1)
     max_capture_bytes: int = Field(1 << 20, gt=0)
     retrain: RetrainConfig | None = None
+    feedback: FeedbackConfig = FeedbackConfig()
 
     @model_validator(mode="after")
     def _reference(self) -> MonitorConfig:
@@ -233,6 +247,15 @@ class CanaryConfig(_Model):
         return steps
 
 
+class ExperimentConfig(_Model):
+    """The A/B report of a split route (GET /experiments)."""
+    enabled: bool = True
+    # smallest effect worth detecting, per metric: absolute for error_rate, accuracy, auc,
+    # conversion_rate; relative to the control for latency, mae, mean_reward
+    min_effect: dict[Literal["error_rate", "accuracy", "auc", "conversion_rate", "latency", "mae",
+                             "mean_reward"], float] = {}
+
+
 class RouteConfig(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     match: MatchConfig
@@ -248,6 +271,8 @@ class RouteConfig(_Model):
     retry_budget: float = Field(0.2, ge=0, le=1)  # fallback retries: at most this share extra
     protocol: PROTOCOL = "auto"
     monitor: MonitorConfig | None = None
+    control: str | None = None               # the experiment's control; default: first variant
+    experiment: ExperimentConfig = ExperimentConfig()
 
     @model_validator(mode="after")
     def _target(self) -> RouteConfig:
@@ -259,7 +284,20 @@ class RouteConfig(_Model):
                 raise ValueError(f"duplicate variant names in {names}")
             if sum(v.weight for v in self.variants) <= 0:
                 raise ValueError("at least one variant needs a weight above 0")
+        if self.control is not None and self.control not in self.variant_names:
+            raise ValueError(f"control {self.control!r} is not one of the variants "
+                             f"{self.variant_names}")
         return self
+
+    @property
+    def control_variant(self) -> str:
+        return self.control or self.variant_names[0]
+
+    @property
+    def captures(self) -> bool:
+        """Whether the monitor process hears of this route's requests: monitored routes, and
+        splits (their experiment report)."""
+        return self.monitor is not None or (len(self.variants) > 1 and self.experiment.enabled)
 
     @property
     def variant_names(self) -> list[str]:
@@ -296,9 +334,12 @@ class AlertRule(_Model):
     # drift / outliers / missing / prediction_drift: the stats/ verdicts;
     # metric: `metric` of a feature above `above` (psi, jensen_shannon, wasserstein, ks,
     # mean_change, std_change, median_change, p95_change, outlier_rate, missing_rate)
-    condition: Literal["drift", "outliers", "missing", "prediction_drift", "metric"]
+    # quality: a model-quality `metric` from feedback (accuracy, auc, f1_macro, mae, ...)
+    # below `below` or above `above`, once the window holds `monitor.feedback.min_labels`
+    condition: Literal["drift", "outliers", "missing", "prediction_drift", "metric", "quality"]
     metric: str | None = None
     above: float | None = None
+    below: float | None = None
     for_: Duration = Field(0.0, alias="for")
     severity: Literal["info", "warning", "error", "critical"] = "warning"
     sinks: list[str] | None = None          # None: every sink
@@ -309,6 +350,9 @@ class AlertRule(_Model):
     def _metric(self) -> AlertRule:
         if self.condition == "metric" and (self.metric is None or self.above is None):
             raise ValueError("a metric rule needs `metric` and `above`")
+        if self.condition == "quality" and (self.metric is None or
+                                            (self.above is None) == (self.below is None)):
+            raise ValueError("a quality rule needs `metric` and one of `above` or `below`")
         return self
 
 
@@ -321,6 +365,16 @@ class AlertsConfig(_Model):
 class MonitoringConfig(_Model):
     queue_size: int = Field(10_000, gt=0)    # captures waiting for the monitor; beyond: dropped
     persist_every: Duration = 30.0           # seconds between saves of windows to state_dir
+
+
+class FeedbackStoreConfig(_Model):
+    """POST /feedback on the public port: labels joined to the predictions they are for."""
+    enabled: bool = True
+    path: str = Field("/feedback", pattern=r"^/")
+    max_entries: int = Field(1_000_000, gt=0)  # prediction rows kept for joining (a ring)
+    ttl: Duration = 86_400.0                   # older predictions answer 410
+    max_batch: int = Field(10_000, gt=0)       # items in one POST
+    max_body_bytes: int = Field(8 << 20, gt=0)
 
 
 class AccessLogConfig(_Model):
@@ -343,6 +397,7 @@ class GatewayConfig(_Model):
     state_dir: str | None = None             # default: driftgate-state/ beside the config file
     monitoring: MonitoringConfig = MonitoringConfig()
     alerts: AlertsConfig = AlertsConfig()
+    feedback: FeedbackStoreConfig = FeedbackStoreConfig()
 
     def state_path(self, config_dir: Path) -> Path:
         """`state_dir`, relative paths (and the default) taken from the config file's folder."""

@@ -38,6 +38,21 @@ def synthetic_rows(n: int, rng: np.random.Generator, shift: float = 0.0) -> list
             for t, c, k, u, p in zip(tenure, charges, calls, usage, plan)]
 
 
+def true_churn_logit(x_num: np.ndarray, plan: np.ndarray) -> np.ndarray:
+    """The synthetic world's truth: short tenure, high charges and many support calls churn;
+    premium stays."""
+    return (-0.06 * x_num[:, 0] + 0.03 * x_num[:, 1] + 0.6 * x_num[:, 2]
+            - 0.8 * (plan == "premium") - 2.0)
+
+
+def draw_labels(rows: list[list], rng: np.random.Generator) -> list[int]:
+    """Ground truth for demo rows (did the customer churn?): the labels feedback posts."""
+    x_num = np.array([r[:4] for r in rows], dtype=float)
+    plan = np.array([r[4] for r in rows])
+    p = 1 / (1 + np.exp(-true_churn_logit(x_num, plan)))
+    return (rng.random(len(rows)) < p).astype(int).tolist()
+
+
 class BadInput(ValueError):
     """A request body the model cannot read; answered 400 with the reason."""
 
@@ -55,11 +70,8 @@ class ChurnModel:
         data = synthetic_rows(rows, rng)
         x_num = np.array([r[:4] for r in data], dtype=float)
         mean, std = x_num.mean(0), x_num.std(0) + 1e-9
-        # Ground truth: short tenure, high charges and many support calls churn; premium stays.
         plan = np.array([r[4] for r in data])
-        logit = (-0.06 * x_num[:, 0] + 0.03 * x_num[:, 1] + 0.6 * x_num[:, 2]
-                 - 0.8 * (plan == "premium") - 2.0)
-        y = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(float)
+        y = (rng.random(rows) < 1 / (1 + np.exp(-true_churn_logit(x_num, plan)))).astype(float)
         model = cls(np.zeros(4 + len(PLANS)), 0.0, mean, std)
         x = model._design(x_num, plan)
         for _ in range(300):  # plain batch gradient descent: small, deterministic, no sklearn
@@ -150,8 +162,11 @@ def _json(payload, status: int = 200) -> Response:
 
 
 def build_model_app(name: str, version: str = "v1", latency_ms: float = 0.0,
-                    error_rate: float = 0.0, seed: int = 0) -> Starlette:
+                    error_rate: float = 0.0, seed: int = 0, bias_shift: float = 0.0) -> Starlette:
+    """`bias_shift` moves the trained model's logit: a worse-calibrated, less accurate variant
+    for experiments."""
     model = ChurnModel.train(seed)
+    model.bias += bias_shift
     chaos = random.Random(seed)
 
     async def delay_or_fail() -> Response | None:

@@ -15,6 +15,7 @@ import numpy as np
 
 from gateway.alerting import DEFAULT_RULES, AlertBook, Observation
 from gateway.config import AlertRule, GatewayConfig
+from gateway.experiment_book import RouteExperiment
 from gateway.logs import get_logger
 from gateway.monitor import RouteMonitor, SideModel
 from stats import DriftReport, evaluate
@@ -22,6 +23,9 @@ from stats.schema import CATEGORICAL
 
 GAUGE_METRICS = ("psi", "jensen_shannon", "wasserstein", "ks", "mean_change", "std_change",
                  "median_change", "p95_change", "drifted")
+
+QUALITY_GAUGES = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "auc", "mae", "rmse",
+                  "bias", "mean_reward", "labels")
 
 
 def _metric_values(report: DriftReport, i: int) -> dict[str, float]:
@@ -40,9 +44,10 @@ def _finite(v: float) -> float | None:
 
 class Evaluator:
     def __init__(self, cfg: GatewayConfig, monitors: dict[str, RouteMonitor], metrics,
-                 dispatcher) -> None:
+                 dispatcher, experiments: dict[str, RouteExperiment] | None = None) -> None:
         self.cfg = cfg
         self.monitors = monitors
+        self.experiments = experiments or {}
         self.metrics = metrics
         self.dispatcher = dispatcher
         self.rules: tuple[AlertRule, ...] = tuple(cfg.alerts.rules) or DEFAULT_RULES
@@ -69,6 +74,15 @@ class Evaluator:
                         view = self._judge(mon, side, model, variant, window, now)
                         route_view["variants"].setdefault(variant, {})[side] = view
             routes[mon.name] = route_view
+        for exp in self.experiments.values():
+            if exp.feedback is None:
+                continue
+            quality = exp.quality(now)
+            routes.setdefault(exp.name, {"variants": {}})["quality"] = quality
+            self._publish_quality(exp.name, quality)
+            self._quality_alerts(exp, quality, now)
+            if len(exp.variants) > 1:
+                exp.report(now)  # one look for the sequential tests each round
         firing = [a.payload("firing", now) for a in self.book.firing()]
         with self._snapshot_lock:
             self._snapshot = {"evaluated_at": now, "routes": routes, "alerts": firing}
@@ -126,6 +140,52 @@ class Evaluator:
                         m.prediction_drift.labels(route, variant, feature, metric, window).set(
                             values[metric])
 
+    def _publish_quality(self, route: str, quality: dict[str, dict]) -> None:
+        for variant, view in quality.items():
+            values = {**view["metrics"], "labels": view["counts"]["labels"]
+                      + view["counts"]["regression_labels"] + view["counts"]["rewards"]}
+            for metric in QUALITY_GAUGES:
+                if metric in values:
+                    self.metrics.model_quality.labels(route, variant, metric).set(values[metric])
+
+    def _quality_alerts(self, exp: RouteExperiment, quality: dict[str, dict], now: float) -> None:
+        """Rules on feedback metrics (`condition: quality`), once a window has min_labels."""
+        fb = exp.feedback
+        for rule in self.rules:
+            if rule.condition != "quality" or (rule.routes is not None and exp.name not in rule.routes):
+                continue
+            metric = rule.metric or ""
+            for variant, view in quality.items():
+                value = view["metrics"].get(metric)
+                counts = view["counts"]
+                enough = max(counts["labels"], counts["regression_labels"], counts["rewards"]) \
+                    >= fb.min_labels
+                active = value is not None and enough and (
+                    (rule.below is not None and value < rule.below)
+                    or (rule.above is not None and value > rule.above))
+                threshold = rule.below if rule.below is not None else rule.above
+                side = "below" if rule.below is not None else "above"
+                summary = (f"{exp.name}/{variant}: {metric} = "
+                           f"{'n/a' if value is None else f'{value:.4g}'} ({side} {threshold:g}) "
+                           f"over the last {fb.window:g}s of feedback")
+                obs = Observation(exp.name, variant, metric, rule, active, metric, value, threshold,
+                                  f"{fb.window:g}s", summary)
+                self._notify(exp.name, rule, obs, now, retrain=None)
+
+    def _notify(self, route: str, rule: AlertRule, obs: Observation, now: float,
+                retrain) -> None:
+        for status, alert in self.book.observe(obs, now):
+            payload = alert.payload(status, now)
+            self.metrics.alerts_total(route, rule.name, status).inc()
+            self.log.info("alert", **{k: payload[k] for k in (
+                "status", "alert", "route", "variant", "feature", "metric", "value")})
+            if self.dispatcher is not None:
+                self.dispatcher.notify(payload, rule.sinks)
+                if (retrain is not None and status == "firing"
+                        and rule.condition in ("drift", "prediction_drift")
+                        and alert.last_sent == alert.fired_at):
+                    self.dispatcher.notify_retrain(route, retrain, payload)
+
     def _alerts(self, mon: RouteMonitor, side: str, variant: str,
                 reports: dict[str, DriftReport], values: dict[str, list[dict[str, float]]],
                 now: float) -> None:
@@ -135,22 +195,12 @@ class Evaluator:
                 continue
             applies = {"drift": side == "inputs", "outliers": side == "inputs",
                        "missing": side == "inputs", "prediction_drift": side == "outputs",
-                       "metric": True}[rule.condition]
+                       "metric": True, "quality": False}[rule.condition]
             if not applies:
                 continue
             for i, feature in enumerate(long_r.names):
                 obs = self._observe(mon, side, variant, feature, i, rule, reports, values)
-                for status, alert in self.book.observe(obs, now):
-                    payload = alert.payload(status, now)
-                    self.metrics.alerts_total(mon.name, rule.name, status).inc()
-                    self.log.info("alert", **{k: payload[k] for k in (
-                        "status", "alert", "route", "variant", "feature", "metric", "value")})
-                    if self.dispatcher is not None:
-                        self.dispatcher.notify(payload, rule.sinks)
-                        if (mon.cfg.retrain is not None and status == "firing"
-                                and rule.condition in ("drift", "prediction_drift")
-                                and alert.last_sent == alert.fired_at):
-                            self.dispatcher.notify_retrain(mon.name, mon.cfg.retrain, payload)
+                self._notify(mon.name, rule, obs, now, mon.cfg.retrain)
 
     def _observe(self, mon: RouteMonitor, side: str, variant: str, feature: str, i: int,
                  rule: AlertRule, reports: dict[str, DriftReport],

@@ -172,6 +172,21 @@ class MonitorMetrics:
         self._deliveries = Counter(
             "driftgate_alert_deliveries", "Alert posts by sink and outcome (sent, failed, dropped).",
             ["sink", "outcome"], registry=r)
+        self.model_quality = Gauge(
+            "driftgate_model_quality", "Model quality from feedback labels over the route's "
+            "feedback window (accuracy, precision_macro, recall_macro, f1_macro, auc, mae, rmse, "
+            "bias, mean_reward, labels).", ["route", "variant", "metric"], registry=r)
+        self._feedback = Counter(
+            "driftgate_feedback", "Feedback items by result (accepted, invalid, unknown, expired, "
+            "duplicate).", ["result"], registry=r)
+        self._feedback_labels = Counter(
+            "driftgate_feedback_labels", "Prediction rows that received their label.",
+            ["route", "variant"], registry=r)
+        self.feedback_store_rows = Gauge(
+            "driftgate_feedback_store_rows", "Prediction rows waiting for their label.", registry=r)
+        self.feedback_store_evicted = Counter(
+            "driftgate_feedback_store_evicted", "Unlabelled predictions pushed out of the store by "
+            "newer ones before their TTL (raise feedback.max_entries if this grows).", registry=r)
 
     def _child(self, family, *labels: str):
         """A cached label child: labels() costs more than the update it serves."""
@@ -195,6 +210,12 @@ class MonitorMetrics:
 
     def monitor_reference_rows(self, route: str, side: str):
         return self._reference_rows.labels(route, side)
+
+    def feedback(self, result: str):
+        return self._child(self._feedback, result)
+
+    def feedback_labels(self, route: str, variant: str):
+        return self._child(self._feedback_labels, route, variant)
 
     def alerts_total(self, route: str, rule: str, status: str):
         return self._alerts.labels(route, rule, status)

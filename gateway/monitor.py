@@ -193,35 +193,48 @@ class RouteMonitor:
 class MonitorCore:
     """Decode captures and update state; runs in the monitor process (gateway.monitor_service).
 
-    A capture is (route, variant, time, request body or None, request headers,
-    response body or None, response headers, status).
+    A capture is (route, variant, time, request id, duration, sampled, request body or None,
+    request headers, response body or None, response headers, status). Every capture counts
+    in the route's experiment (status, latency); sampled ones of monitored routes are decoded
+    into the feature windows, and their predictions kept for feedback (gateway.feedback).
     """
 
-    def __init__(self, monitors: dict[str, RouteMonitor], metrics) -> None:
+    def __init__(self, monitors: dict[str, RouteMonitor], metrics,
+                 experiments: dict | None = None, desk=None) -> None:
         self.monitors = monitors
         self.metrics = metrics
+        self.experiments = experiments or {}
+        self.desk = desk
         self.log = get_logger()
 
     def persist(self) -> None:
-        for mon in self.monitors.values():
+        for owner in (*self.monitors.values(), *self.experiments.values()):
             try:
-                mon.save()
+                owner.save()
             except OSError as exc:
-                self.log.warning("cannot save monitor state", route=mon.name, error=str(exc))
+                self.log.warning("cannot save monitor state", route=owner.name, error=str(exc))
 
     def process(self, items: list[tuple]) -> bool:
         """Decode and ingest one batch of captures. Returns whether there was anything."""
         if not items:
             return False
         groups: dict[tuple[RouteMonitor, str, str], list] = {}
+        timings: dict[tuple[str, str], tuple[list, list]] = {}
         newest = 0.0
         oldest = items[0][2]
         m = self.metrics
-        for route, variant, at, req, req_headers, resp, resp_headers, status in items:
-            mon = self.monitors.get(route)
-            if mon is None:
-                continue
+        desk = self.desk
+        for route, variant, at, rid, duration, sampled, req, req_headers, resp, resp_headers, \
+                status in items:
             newest = max(newest, at)
+            timing = timings.get((route, variant))
+            if timing is None:
+                timing = timings[(route, variant)] = ([], [])
+            timing[0].append(duration)
+            timing[1].append(status >= 500)
+            mon = self.monitors.get(route)
+            if mon is None or not sampled:
+                continue
             m.monitor_captures(mon.name, variant).inc()
             inputs = self._decode(mon, "inputs", req, req_headers)
             outputs = self._decode(mon, "outputs", resp, resp_headers) if status < 400 else None
@@ -233,6 +246,14 @@ class MonitorCore:
                 groups.setdefault((mon, variant, "inputs"), []).append(inputs)
             if outputs is not None:
                 groups.setdefault((mon, variant, "outputs"), []).append(outputs)
+                if desk is not None and rid is not None:
+                    desk.remember(route, variant, rid, at, outputs, _rows(outputs))
+        for (route, variant), (durations, errors) in timings.items():
+            exp = self.experiments.get(route)
+            if exp is not None:
+                exp.record_requests(variant, np.asarray(durations), np.asarray(errors))
+        if desk is not None:
+            desk.flush()
         for (mon, variant, side), tables in groups.items():
             columns, rows = merge_columns(tables)
             if not rows:

@@ -36,6 +36,8 @@ class MonitorLink:
         self._ready = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stopping = False
+        self._questions: dict[int, asyncio.Future] = {}
+        self._next_token = 0
 
     @property
     def alive(self) -> bool:
@@ -68,9 +70,18 @@ class MonitorLink:
             elif kind == "ready":
                 self.log.info("monitor process started", pid=data)
                 self._ready.set()
+            elif kind == "answer":
+                token, answer = data
+                future = self._questions.pop(token, None)
+                if future is not None and not future.done():
+                    future.set_result(answer)
             elif kind == "stopped":
                 self._stopped.set()
         await proc.wait()
+        for future in self._questions.values():  # the process that would answer is gone
+            if not future.done():
+                future.set_exception(ConnectionError("monitor process exited"))
+        self._questions.clear()
         if not self._stopping:
             self.log.error("monitor process exited; starting it again", code=proc.returncode)
             await asyncio.sleep(1.0)
@@ -92,6 +103,23 @@ class MonitorLink:
             self.queue.drop(len(items))
             return
         proc.stdin.write(frame("captures", items))
+
+    async def ask(self, kind: str, data: object = None, timeout: float = 10.0) -> tuple[int, dict]:
+        """A question for the monitor process: (HTTP status, JSON body). Captures queued so
+        far are sent first, so a label can follow its prediction straight away."""
+        proc = self._proc
+        if not self._ready.is_set() or proc is None or proc.returncode is not None \
+                or proc.stdin.is_closing():
+            raise ConnectionError("monitor process is not running")
+        self.flush()
+        self._next_token += 1
+        token = self._next_token
+        future = self._questions[token] = asyncio.get_running_loop().create_future()
+        proc.stdin.write(frame("ask", (token, kind, data)))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._questions.pop(token, None)
 
     async def stop(self, timeout: float = 15.0) -> None:
         """Flush what is queued, let the process save its state, and wait for it."""

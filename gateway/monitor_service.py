@@ -3,8 +3,11 @@
 Started by gateway.monitor_link with the gateway's config. Decoding payloads and updating
 statistics cost tens of microseconds of Python per request; in their own process they never
 take the proxy's GIL or core. The process:
-- reads frames: ("config", (config JSON, config dir)), ("captures", [...]), ("stop", None);
-- decodes and ingests captures as they come (gateway.monitor.MonitorCore);
+- reads frames: ("config", (config JSON, config dir)), ("captures", [...]), ("stop", None),
+  and questions ("ask", (token, kind, data)) it answers with ("answer", (token, result)):
+  kind "feedback" (a POST /feedback body) and "experiments" (a route name or None);
+- decodes and ingests captures as they come (gateway.monitor.MonitorCore), keeps predictions
+  for their labels (gateway.feedback) and each route's experiment (gateway.experiment_book);
 - every `alerts.evaluate_every` runs the evaluator (gauges, alert rules, sinks) and sends back
   ("metrics", exposition text) and ("snapshot", /monitoring JSON);
 - saves state every `monitoring.persist_every` and when told to stop, then ("stopped", None).
@@ -23,6 +26,8 @@ from prometheus_client import generate_latest
 
 from gateway.config import GatewayConfig
 from gateway.evaluator import Evaluator
+from gateway.experiment_book import RouteExperiment
+from gateway.feedback import FeedbackDesk
 from gateway.frames import frame, read_frame
 from gateway.logs import configure_logging, get_logger
 from gateway.metrics import MonitorMetrics
@@ -34,7 +39,11 @@ def build(cfg: GatewayConfig, config_dir: Path):
     state_dir = cfg.state_path(config_dir)
     metrics = MonitorMetrics()
     monitors = {}
+    experiments = {}
     for rc in cfg.routes:
+        if rc.captures:
+            exp = experiments[rc.name] = RouteExperiment(rc, state_dir)
+            exp.load()
         if rc.monitor is not None:
             mon = RouteMonitor(rc, state_dir, config_dir)
             for side in ("inputs", "outputs"):
@@ -43,8 +52,28 @@ def build(cfg: GatewayConfig, config_dir: Path):
             monitors[rc.name] = mon
     admin = f"http://{cfg.admin.host}:{cfg.admin.port}/monitoring"
     dispatcher = Dispatcher(cfg.alerts.sinks, metrics, admin)
-    evaluator = Evaluator(cfg, monitors, metrics, dispatcher)
-    return MonitorCore(monitors, metrics), evaluator, dispatcher, metrics
+    desk = FeedbackDesk(cfg.feedback, experiments, metrics) if cfg.feedback.enabled else None
+    evaluator = Evaluator(cfg, monitors, metrics, dispatcher, experiments)
+    return MonitorCore(monitors, metrics, experiments, desk), evaluator, dispatcher, metrics
+
+
+def answer_question(core: MonitorCore, kind: str, data) -> tuple[int, dict]:
+    """(HTTP status, JSON body) for a question the gateway forwards."""
+    now = time.time()
+    if kind == "feedback":
+        if core.desk is None:
+            return 404, {"error": "feedback is disabled (feedback.enabled: false)"}
+        return core.desk.handle(data, now)
+    if kind == "experiments":
+        if data is None:
+            return 200, {"experiments": [e.report(now) for e in core.experiments.values()
+                                         if len(e.variants) > 1]}
+        exp = core.experiments.get(data)
+        if exp is None:
+            return 404, {"error": f"no experiment for route {data!r}",
+                         "routes": sorted(core.experiments)}
+        return 200, exp.report(now)
+    return 400, {"error": f"unknown question {kind!r}"}
 
 
 async def serve() -> int:
@@ -93,6 +122,14 @@ async def serve() -> int:
                 core.process(message[1])
             except Exception:
                 log.exception("monitor batch failed", captures=len(message[1]))
+        elif message[0] == "ask":
+            token, kind, data = message[1]
+            try:
+                answer = answer_question(core, kind, data)
+            except Exception as exc:
+                log.exception("question failed", kind=kind)
+                answer = (500, {"error": f"monitor could not answer: {exc}"})
+            send("answer", (token, answer))
     ticker.cancel()
     core.persist()
     evaluator.run(time.time())

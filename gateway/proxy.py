@@ -104,6 +104,9 @@ class ProxyApp:
         path: str = scope["path"]
         fwd = ForwardedRequest(scope)
         rid = fwd.request_id
+        if path == rt.feedback_path and method == "POST":
+            await self._feedback(receive, send, rid)
+            return
         route = rt.table.match(method, path)
         if route is None:
             rt.metrics.unrouted.inc()
@@ -125,6 +128,31 @@ class ProxyApp:
             await self._forward(scope, receive, send, route, variant, fwd, started)
         finally:
             route.in_flight.dec()
+
+    async def _feedback(self, receive, send, rid: bytes) -> None:
+        """POST /feedback: the body goes unread to the monitor process, which joins the labels
+        to its predictions (gateway.feedback) and answers."""
+        rt = self.runtime
+        headers = [(b"x-request-id", rid)]
+        limit = rt.cfg.feedback.max_body_bytes
+        chunks, size = [], [0]
+        try:
+            while True:
+                chunk, more = await _next_chunk(receive, size, limit)
+                chunks.append(chunk)
+                if not more:
+                    break
+        except BodyTooLarge:
+            await send_json(send, 413, {"error": f"feedback body larger than {limit} bytes"},
+                            [*headers, (b"connection", b"close")])
+            return
+        except ClientDisconnected:
+            return
+        try:
+            status, payload = await rt.monitor.ask("feedback", b"".join(chunks))
+        except (TimeoutError, ConnectionError) as exc:
+            status, payload = 503, {"error": f"monitor process unavailable: {exc or 'timeout'}"}
+        await send_json(send, status, payload, headers)
 
     @staticmethod
     def _choose(route: Route, scope) -> Variant | None:
@@ -158,6 +186,9 @@ class ProxyApp:
         error: UpstreamError | None = None
         fell_back = False
         chosen = variant  # the split's pick; `variant` becomes whoever answered
+        mon = route.monitor
+        body = data = resp_headers = None
+        sampled = False
         try:
             if fwd.content_length is not None and fwd.content_length > limit:
                 raise BodyTooLarge
@@ -216,8 +247,7 @@ class ProxyApp:
                 out.append((b"x-driftgate-fallback", b"true"))
             out.append((b"server-timing", b"gateway;dur=%.3f, upstream;dur=%.3f" % (
                 (sent_at - started) * 1000, (headers_at - sent_at) * 1000)))
-            data = None
-            mon = route.monitor
+            resp_headers = resp.headers
             if resp.complete:  # small answers: one read, one send
                 data = resp.read_available()
                 resp.release()
@@ -226,7 +256,7 @@ class ProxyApp:
                 await send({"type": "http.response.body", "body": data})
             else:
                 await send({"type": "http.response.start", "status": status, "headers": out})
-                keep = [] if mon is not None else None
+                keep = [] if mon is not None and mon.bodies else None
                 response_bytes = await self._stream(resp, receive, send, keep,
                                                     mon.max_capture if mon is not None else 0)
                 if keep is not None and response_bytes <= mon.max_capture:
@@ -235,8 +265,8 @@ class ProxyApp:
             if route.shadows and (body is None or isinstance(body, bytes)):
                 # after the live answer is out: the copy can never hold it up
                 self._mirror(scope, route, target, fwd, body)
-            if mon is not None and (mon.sample_rate >= 1.0 or random.random() < mon.sample_rate):
-                self._capture(mon, variant.name, scope, body, data, resp.headers, status)
+            sampled = mon is not None and mon.bodies and (
+                mon.sample_rate >= 1.0 or random.random() < mon.sample_rate)
         except BodyTooLarge:
             status = 413
             await send_json(send, 413, {"error": f"request body larger than {limit} bytes",
@@ -269,6 +299,9 @@ class ProxyApp:
                 if canary is not None and chosen.name == canary.variant:
                     # a pick the candidate could not serve (fallback) counts against it
                     canary.record(status < 500 and error is None and not fell_back, duration)
+                if mon is not None:  # every request counts in the experiment, sampled or not
+                    self._capture(mon, variant.name, scope, rid, duration, sampled, body, data,
+                                  resp_headers, status)
                 route.request_size.observe(request_bytes[0])
                 route.response_size.observe(response_bytes)
                 self._access_log(scope, fwd, route, variant, status, duration, upstream_dur,
@@ -310,17 +343,25 @@ class ProxyApp:
             duration = time.perf_counter() - started
             rt.metrics.observe_request(route.name, upstream.name, upstream.name, scope["method"],
                                        status, duration, duration, shadow="true")
-        if route.monitor is not None and resp is not None and data is not None:
-            self._capture(route.monitor, upstream.name, scope, body, data, resp.headers, status)
+        mon = route.monitor
+        if mon is not None and mon.bodies and resp is not None and data is not None:
+            # no request id: a label for this request belongs to the live answer
+            self._capture(mon, upstream.name, scope, None, duration, True, body, data,
+                          resp.headers, status)
 
-    def _capture(self, mon: RouteCapture, variant: str, scope, body, data: bytes | None,
-                 response_headers: list, status: int) -> None:
+    def _capture(self, mon: RouteCapture, variant: str, scope, rid: bytes | None,
+                 duration: float, sampled: bool, body, data: bytes | None,
+                 response_headers: list | None, status: int) -> None:
         """O(1) hand-off to the monitor process's queue (gateway.monitor_link). Bodies over the
         route's capture cap, or streamed (not bytes), go as None: counted, not decoded."""
         cap = mon.max_capture
+        if not sampled:
+            self.runtime.capture.offer((mon.route, variant, time.time(), None, duration, False,
+                                        None, None, None, None, status))
+            return
         request = b"" if body is None else body
         self.runtime.capture.offer((
-            mon.route, variant, time.time(),
+            mon.route, variant, time.time(), rid, duration, True,
             request if isinstance(request, bytes) and len(request) <= cap else None,
             scope["headers"], data if data is not None and len(data) <= cap else None,
             response_headers, status))

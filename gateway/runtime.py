@@ -223,12 +223,16 @@ class GatewayRuntime:
                 await asyncio.sleep(hc.interval)
 
     def _build_monitoring(self) -> None:
-        """Capture settings for routes with a `monitor:` block; the monitor process link."""
+        """Capture settings for monitored routes and experiments; the monitor process link."""
         cfg = self.cfg
         self.capture = CaptureQueue(cfg.monitoring.queue_size, self.metrics.monitor_dropped)
         self.monitored: list[str] = []
         for i, (rc, route) in enumerate(zip(cfg.routes, self.routes)):
-            if rc.monitor is None:
+            if not rc.captures:
+                continue
+            if rc.monitor is None:  # a split without monitoring: its experiment only
+                route.monitor = RouteCapture(rc.name, 0.0, 0, bodies=False)
+                self.monitored.append(rc.name)
                 continue
             path = rc.monitor.baseline_path(self.config_dir)
             if path is not None:  # a bad baseline is a config error now, not in the monitor
@@ -248,9 +252,11 @@ class GatewayRuntime:
                 _monitoring_view(previous.cfg) == _monitoring_view(cfg):
             self.capture, self.monitor = previous.capture, previous.monitor  # keep it running
             self.monitor_reused = True
-            return
-        self.monitor_reused = False
-        self.monitor = MonitorLink(cfg, self.config_dir, self.capture) if self.monitored else None
+        else:
+            self.monitor_reused = False
+            self.monitor = MonitorLink(cfg, self.config_dir, self.capture) if self.monitored else None
+        # POST here goes to the monitor process; without one the path is routed like any other
+        self.feedback_path = cfg.feedback.path if cfg.feedback.enabled and self.monitor else None
 
     # -- readiness ---------------------------------------------------------------------------
     def unready_routes(self) -> dict[str, str]:
@@ -326,7 +332,8 @@ def _monitoring_view(cfg: GatewayConfig) -> str:
     """Everything the monitor process is built from: equal views, same process."""
     return orjson.dumps({
         "routes": [(r.name, r.protocol, r.monitor.model_dump() if r.monitor else None,
-                    r.variant_names) for r in cfg.routes],
+                    r.variant_names, r.control, r.experiment.model_dump()) for r in cfg.routes],
+        "feedback": cfg.feedback.model_dump(),
         "alerts": cfg.alerts.model_dump(), "monitoring": cfg.monitoring.model_dump(),
         "state_dir": cfg.state_dir, "logging": cfg.logging.model_dump(),
         "admin": (cfg.admin.host, cfg.admin.port)}, option=orjson.OPT_SORT_KEYS).decode()

@@ -94,3 +94,36 @@ class FrozenReference:
         if batch.matrix.shape[0] > room:
             batch.matrix = batch.matrix[:room]
         self.state.update(batch)
+
+
+class VectorWindow:
+    """A ring of time slices of one flat vector (e.g. a stats.quality tally): same stepping
+    rules as SlidingWindow, for state that is a plain sum."""
+
+    def __init__(self, size: int, slices: int = 60, slice_seconds: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if slices < 1 or slice_seconds <= 0:
+            raise ValueError("a window needs at least one slice of positive length")
+        self.slices = slices
+        self.slice_seconds = slice_seconds
+        self.clock = clock
+        self.data = np.zeros((slices, size))
+        self.steps = np.full(slices, -(2 ** 62), dtype=np.int64)
+
+    def _step(self, now: float | None) -> int:
+        return math.floor((self.clock() if now is None else now) / self.slice_seconds)
+
+    def slice_for(self, now: float | None = None) -> np.ndarray:
+        """The slice vector `now` falls in (a view, add to it), reset if its slot was older."""
+        step = self._step(now)
+        slot = step % self.slices
+        if self.steps[slot] != step:
+            self.data[slot] = 0.0
+            self.steps[slot] = step
+        return self.data[slot]
+
+    def total(self, now: float | None = None, last: int | None = None) -> np.ndarray:
+        step = self._step(now)
+        span = self.slices if last is None else max(1, min(last, self.slices))
+        live = (self.steps > step - span) & (self.steps <= step)
+        return self.data[live].sum(axis=0)

@@ -1,0 +1,131 @@
+"""One route's experiment (monitor process): per-variant tallies since start, quality windows,
+and the A/B report of GET /experiments.
+
+Tallies (stats.experiments.ExperimentLayout) count every captured request of the route:
+status, latency; and every label joined to one of its predictions (gateway.feedback). The
+report compares each candidate with the control using stats.experiments; the sequential
+p-values keep their running minimum here, one look per evaluation round or report, and all of
+it is saved to the state directory so a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gateway.config import RouteConfig
+from stats.experiments import ExperimentLayout, compare, msprt_p_value, result
+from stats.quality import QualityLayout
+from stats.window import VectorWindow
+
+FILE_VERSION = 1
+
+
+class RouteExperiment:
+    def __init__(self, rc: RouteConfig, state_dir: Path) -> None:
+        fb = rc.monitor.feedback if rc.monitor is not None else None
+        self.name = rc.name
+        self.variants = rc.variant_names
+        self.control = rc.control_variant
+        self.min_effect = dict(rc.experiment.min_effect)
+        self.feedback = fb
+        self.layout = ExperimentLayout(QualityLayout(classes=fb.classes if fb else 10))
+        self.tallies = {v: self.layout.zeros() for v in self.variants}
+        slices = max(1, round(fb.window / fb.slice)) if fb else 1
+        self.windows = {v: VectorWindow(self.layout.quality.size, slices,
+                                        fb.slice if fb else 60.0, clock=time.time)
+                        for v in self.variants}
+        self.sequential: dict[tuple[str, str], float] = {}  # (metric, candidate) -> running min
+        self.started_at = time.time()
+        self.path = state_dir / f"{rc.name}.experiment.npz"
+
+    # -- updates --------------------------------------------------------------------------
+    def record_requests(self, variant: str, durations: np.ndarray, errors: np.ndarray) -> None:
+        tally = self.tallies.get(variant)
+        if tally is not None:
+            self.layout.add_requests(tally, durations, errors)
+
+    def record_labels(self, variant: str, kind: str, truth: np.ndarray, classes: np.ndarray,
+                      values: np.ndarray, scores: np.ndarray, now: float) -> None:
+        """Labels joined to predictions: kind is label (classification), value (regression)
+        or reward (business outcome)."""
+        tally = self.tallies.get(variant)
+        if tally is None:
+            return
+        q = self.layout.quality
+        for target in (self.layout.quality_part(tally), self.windows[variant].slice_for(now)):
+            if kind == "label":
+                q.add_classification(target, truth, classes, scores)
+            elif kind == "value":
+                q.add_regression(target, truth, values)
+            else:
+                q.add_reward(target, truth)
+
+    # -- reading --------------------------------------------------------------------------
+    def quality(self, now: float) -> dict[str, dict]:
+        """Per variant: quality metrics over the feedback window, and their sample sizes."""
+        q = self.layout.quality
+        out = {}
+        for v, w in self.windows.items():
+            total = w.total(now)
+            out[v] = {"metrics": q.metrics(total), "counts": q.counts(total)}
+        return out
+
+    def report(self, now: float | None = None) -> dict:
+        """The experiment so far; a look for the sequential tests."""
+        now = time.time() if now is None else now
+        control = self.tallies[self.control]
+        tests = []
+        for name in self.variants:
+            if name == self.control:
+                continue
+            for c in compare(self.layout, control, self.tallies[name], name, self.min_effect):
+                key = (c.metric, name)
+                seq = min(self.sequential.get(key, 1.0),
+                          float(msprt_p_value(c.effect, c.se, c.min_effect)))
+                self.sequential[key] = seq
+                tests.append(result(c, seq))
+        variants = {}
+        window = self.quality(now)
+        for name in self.variants:
+            view = self.layout.summary(self.tallies[name])
+            view["quality_window"] = window[name]["metrics"]
+            variants[name] = view
+        return {"route": self.name, "control": self.control, "since": self.started_at,
+                "variants": variants, "tests": tests}
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self) -> None:
+        arrays = {"version": np.array(FILE_VERSION), "started_at": np.array(self.started_at),
+                  "variants": np.array(self.variants),
+                  "tallies": np.stack([self.tallies[v] for v in self.variants]),
+                  "seq_keys": np.array([f"{m}\t{c}" for m, c in self.sequential] or [""]),
+                  "seq_values": np.array(list(self.sequential.values()) or [1.0])}
+        for i, v in enumerate(self.variants):
+            arrays[f"w{i}.data"], arrays[f"w{i}.steps"] = self.windows[v].data, self.windows[v].steps
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(self.path)
+
+    def load(self) -> bool:
+        """Bring back a saved experiment with the same variants and layout; else start anew."""
+        if not self.path.exists():
+            return False
+        with np.load(self.path) as z:
+            if int(z["version"]) != FILE_VERSION or list(z["variants"]) != self.variants or \
+                    z["tallies"].shape != (len(self.variants), self.layout.size):
+                return False
+            self.started_at = float(z["started_at"])
+            for i, v in enumerate(self.variants):
+                self.tallies[v] = z["tallies"][i].copy()
+                w = self.windows[v]
+                if z[f"w{i}.data"].shape == w.data.shape:
+                    w.data[:], w.steps[:] = z[f"w{i}.data"], z[f"w{i}.steps"]
+            for key, value in zip(z["seq_keys"], z["seq_values"]):
+                if key:
+                    metric, candidate = str(key).split("\t")
+                    self.sequential[(metric, candidate)] = float(value)
+        return True

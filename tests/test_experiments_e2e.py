@@ -1,0 +1,154 @@
+"""Experiments end to end: two real demo models behind a 50/50 split, labels posted to the
+gateway's /feedback, the verdict read from the admin port's /experiments."""
+
+import asyncio
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.demo_model import build_model_app, draw_labels, synthetic_rows
+from tests.servers import AppServer, GatewayServer, free_port
+
+REQUESTS = 5000
+
+
+def split_config(tmp_path, control_url: str, candidate_url: str, extra: str = "") -> str:
+    return f"""
+server: {{port: {free_port()}}}
+admin: {{port: {free_port()}}}
+logging: {{format: json, access_log: {{enabled: false}}}}
+state_dir: {tmp_path / "state"}
+upstreams:
+  a: {{url: "{control_url}"}}
+  b: {{url: "{candidate_url}"}}
+routes:
+  - name: churn
+    match: {{path_prefix: /v1/models/churn}}
+    protocol: kserve-v1
+    variants: [{{name: control, upstream: a, weight: 50}}, {{name: candidate, upstream: b, weight: 50}}]
+    monitor: {{learn: {{rows: 500}}}}
+{extra}
+"""
+
+
+async def drive(url: str, n: int, seed: int = 3, concurrency: int = 16) -> tuple[int, list[dict]]:
+    """n single-row predictions, then their true labels posted in batches. Returns
+    (failed requests, batch answers)."""
+    rng = np.random.default_rng(seed)
+    rows = synthetic_rows(n, rng)
+    labels = draw_labels(rows, rng)
+    ids: list[str | None] = [None] * n
+    failed = 0
+    queue = iter(range(n))
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal failed
+        for i in queue:
+            r = await client.post("/v1/models/churn:predict", json={"instances": [rows[i]]})
+            if r.status_code != 200:
+                failed += 1
+            ids[i] = r.headers["x-request-id"]
+
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        answers = []
+        for start in range(0, n, 1000):
+            batch = [{"request_id": ids[i], "label": labels[i]} for i in range(start, min(n, start + 1000))]
+            r = await client.post("/feedback", json=batch)
+            assert r.status_code == 200, r.text
+            answers.append(r.json())
+    return failed, answers
+
+
+def run_experiment(tmp_path, candidate_bias: float) -> dict:
+    control = AppServer(build_model_app("churn", seed=1))
+    candidate = AppServer(build_model_app("churn", seed=1, bias_shift=candidate_bias))
+    gw = GatewayServer(split_config(tmp_path, control.url, candidate.url))
+    try:
+        failed, answers = asyncio.run(drive(gw.url, REQUESTS))
+        assert failed == 0
+        assert sum(a["accepted"] for a in answers) == REQUESTS
+        report = httpx.get(f"{gw.admin_url}/experiments/churn", timeout=10).json()
+        everything = httpx.get(f"{gw.admin_url}/experiments", timeout=10).json()
+        assert [e["route"] for e in everything["experiments"]] == ["churn"]
+        return report
+    finally:
+        gw.stop()
+        control.stop()
+        candidate.stop()
+
+
+def test_better_model_is_declared_significant(tmp_path):
+    report = run_experiment(tmp_path, candidate_bias=1.0)
+    assert report["control"] == "control"
+    variants = report["variants"]
+    assert variants["control"]["requests"] + variants["candidate"]["requests"] == REQUESTS
+    assert 0.45 < variants["control"]["requests"] / REQUESTS < 0.55
+    acc_c = variants["control"]["quality"]["accuracy"]
+    acc_b = variants["candidate"]["quality"]["accuracy"]
+    assert acc_c > acc_b + 0.03  # the bias shift costs ~7 points here
+    accuracy = next(t for t in report["tests"] if t["metric"] == "accuracy")
+    assert accuracy["significant"] and accuracy["better"] == "control"
+    assert accuracy["ci95"][1] < 0 and accuracy["p_value"] < 0.05
+    assert accuracy["verdict"].startswith("control better on accuracy by")
+    assert accuracy["n"]["control"] + accuracy["n"]["candidate"] == REQUESTS
+    assert {"p_value", "significant"} <= set(accuracy["sequential"])
+    assert {t["metric"] for t in report["tests"]} >= {"accuracy", "auc", "error_rate", "latency"}
+
+
+def test_equal_models_are_not_declared_different(tmp_path):
+    report = run_experiment(tmp_path, candidate_bias=0.0)
+    accuracy = next(t for t in report["tests"] if t["metric"] == "accuracy")
+    assert not accuracy["significant"] and accuracy["better"] is None
+    assert accuracy["ci95"][0] < 0 < accuracy["ci95"][1]
+    assert accuracy["verdict"].startswith("no significant difference on accuracy")
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    model = AppServer(build_model_app("churn", seed=1))
+    gw = GatewayServer(split_config(tmp_path, model.url, model.url, extra="""
+feedback: {ttl: 1s}
+"""))
+    yield gw
+    gw.stop()
+    model.stop()
+
+
+def test_feedback_errors_are_clear_and_counted(gateway):
+    with httpx.Client(base_url=gateway.url, timeout=10) as c:
+        r = c.post("/v1/models/churn:predict", json={"instances": [[12, 70.5, 2, 21.3, "basic"],
+                                                                   [3, 99.0, 5, 40.0, "basic"]]})
+        rid = r.headers["x-request-id"]
+        assert c.post("/feedback", content=b"{not json").status_code == 400
+        r = c.post("/feedback", json={"request_id": rid})
+        assert r.status_code == 400 and "exactly one of" in r.json()["error"]
+        r = c.post("/feedback", json={"request_id": rid, "label": "churned"})
+        assert r.status_code == 400 and "class index" in r.json()["error"]
+        r = c.post("/feedback", json={"request_id": "never-seen", "label": 1})
+        assert r.status_code == 404 and r.json()["status"] == "unknown"
+        r = c.post("/feedback", json={"request_id": rid, "label": [1, 0]})
+        assert r.status_code == 200 and r.json()["rows"] == 2
+        r = c.post("/feedback", json={"request_id": rid, "label": 1, "index": 1})
+        assert r.status_code == 409 and r.json()["status"] == "duplicate"
+        r = c.post("/v1/models/churn:predict", json={"instances": [[12, 70.5, 2, 21.3, "basic"]]})
+        old = r.headers["x-request-id"]
+        import time
+        time.sleep(1.3)
+        r = c.post("/feedback", json={"request_id": old, "label": 1})
+        assert r.status_code == 410 and r.json()["status"] == "expired"
+        r = c.post("/feedback", json={"feedback": [{"request_id": "nope", "label": 0}, {"label": 1}]})
+        assert r.status_code == 200
+        assert r.json()["unknown"] == 1 and r.json()["invalid"] == 1 and r.json()["accepted"] == 0
+    import time
+    deadline = time.monotonic() + 15
+    while True:  # the monitor process publishes its counters each evaluation round
+        text = httpx.get(f"{gateway.admin_url}/metrics").text
+        counts = {s.labels.get("result"): s.value for f in text_string_to_metric_families(text)
+                  if f.name == "driftgate_feedback" for s in f.samples if s.name.endswith("_total")}
+        if counts.get("accepted") == 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert counts == {"accepted": 1, "invalid": 4, "unknown": 2, "duplicate": 1, "expired": 1}
