@@ -1,4 +1,4 @@
-"""`driftgate` command line: serve, check-config, demo-model, demo."""
+"""`driftgate` command line: serve, check-config, demo-model, baseline, report, demo."""
 
 from __future__ import annotations
 
@@ -75,6 +75,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(duration=args.duration, rate=args.rate)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from gateway.report import print_report
+
+    return print_report(args.admin, args.route)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="driftgate", description=(
         "An observable gateway in front of ML model servers."))
@@ -108,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--bins", type=int, default=20, help="quantile bins per numeric feature")
     b.add_argument("--categorical", nargs="*", help="features to treat as categorical")
     b.set_defaults(func=_cmd_baseline_build)
+
+    p = sub.add_parser("report", help="print the A/B experiments of a running gateway")
+    p.add_argument("--admin", default="http://127.0.0.1:8090", help="the gateway's admin URL")
+    p.add_argument("--route", default=None, help="one route (default: every split route)")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("demo", help="two demo models + the gateway + traffic, then keep serving")
     p.add_argument("--duration", type=float, default=None,

@@ -3,7 +3,9 @@
 Everything runs on embedded defaults and loopback ports (the usual ones when free, others when
 taken), with a baseline file and state directory in a temporary folder. It prints where to
 look and a summary of what the gateway measured, then shifts one feature of the traffic
-(monthly_charges +15%) and prints the drift alert as it reaches a local webhook. It keeps
+(monthly_charges +15%) and prints the drift alert as it reaches a local webhook. Meanwhile it
+posts the true label of every answer to the gateway's /feedback, as a label queue would, and
+prints the 50/50 experiment's verdict (v2 is the weaker model: its logit is shifted). It keeps
 serving light traffic until Ctrl-C (or `--duration`), then stops everything it started.
 """
 
@@ -25,15 +27,15 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import parse_config
-from gateway.demo_model import FEATURES, synthetic_rows
+from gateway.demo_model import FEATURES, draw_labels, synthetic_rows
 from gateway.logs import configure_logging
 from gateway.netutil import port_or_free
 from gateway.server import Gateway
 
 MONITOR = "{{baseline: train.csv, features: [tenure_months, monthly_charges, support_calls, " \
           "usage_gb, plan]}}"
-SPLIT = ("[{{name: control, upstream: churn-v1, weight: 90}}, "
-         "{{name: candidate, upstream: churn-v2, weight: 10}}]")
+SPLIT = ("[{{name: control, upstream: churn-v1, weight: 50}}, "
+         "{{name: candidate, upstream: churn-v2, weight: 50}}]")
 DEMO_CONFIG = """
 server: {{host: 127.0.0.1, port: {port}}}
 admin: {{host: 127.0.0.1, port: {admin}}}
@@ -55,6 +57,7 @@ alerts:
     demo-webhook: {{type: webhook, url: "http://127.0.0.1:{hook}/alerts"}}
 """.replace("MONITOR", MONITOR).replace("SPLIT", SPLIT)
 SHIFT_FEATURE, SHIFT = "monthly_charges", 0.15
+CANDIDATE_BIAS = 1.5  # v2's logit shift: ~13 points less accurate than v1 on demo traffic
 
 
 async def wait_port(port: int, timeout: float = 30.0) -> None:
@@ -98,9 +101,20 @@ class Traffic:
         self.sent = 0
         self.failed = 0
         self.shift = 0.0  # relative change applied to SHIFT_FEATURE
+        self.labels: list[dict] = []  # feedback waiting to be posted
+        self.labelled = 0
+
+    async def post_labels(self, client: httpx.AsyncClient) -> None:
+        """The ground truth of the answers so far, in one batch: how a label queue would."""
+        batch, self.labels = self.labels[:5000], self.labels[5000:]
+        if batch:
+            r = await client.post("/feedback", json=batch)
+            if r.status_code == 200:
+                self.labelled += r.json()["accepted"]
 
     async def run(self) -> None:
         async with httpx.AsyncClient(base_url=self.url, timeout=10) as client:
+            next_labels = time.monotonic() + 1.0
             while True:
                 started = time.monotonic()
                 protocol = self.choice.choice(("v1", "v2", "mlflow"))
@@ -115,6 +129,12 @@ class Traffic:
                         protocol, self.choice.randint(1, 500)))
                     self.sent += 1
                     self.failed += r.status_code >= 400
+                    if r.status_code == 200 and len(self.labels) < 100_000:
+                        self.labels.append({"request_id": r.headers["x-request-id"],
+                                            "label": draw_labels(rows, self.rng)})
+                    if time.monotonic() >= next_labels:
+                        next_labels = time.monotonic() + 1.0
+                        await self.post_labels(client)
                     timing = dict(p.strip().split(";dur=") for p in r.headers["server-timing"].split(","))
                     if len(self.gateway_ms) < 100_000:
                         self.gateway_ms.append(float(timing["gateway"]))
@@ -146,6 +166,21 @@ async def print_summary(admin_url: str, traffic: Traffic) -> None:
         print(f"gateway's own time per request (Server-Timing): p50 {np.percentile(ms, 50):.3f} ms, "
               f"p99 {np.percentile(ms, 99):.3f} ms over {len(ms)} requests")
     print(f"example: curl -s {admin_url}/metrics | grep driftgate_requests_total\n")
+
+
+async def print_experiment(admin_url: str) -> None:
+    from gateway.report import fetch_report, format_experiment
+
+    try:
+        experiments = await asyncio.to_thread(fetch_report, admin_url)
+    except (httpx.HTTPError, RuntimeError) as exc:
+        print(f"experiment report unavailable: {exc}", flush=True)
+        return
+    print("\n--- the 50/50 experiment so far (GET /experiments; also: driftgate report "
+          f"--admin {admin_url}) ---", flush=True)
+    for exp in experiments:
+        print(format_experiment(exp), flush=True)
+    print(flush=True)
 
 
 class AlertReceiver(asyncio.Protocol):
@@ -200,8 +235,9 @@ async def _demo(duration: float | None, rate: float) -> int:
         lambda: AlertReceiver(demo_state), "127.0.0.1", 0)
     hook = receiver.sockets[0].getsockname()[1]
     models = [subprocess.Popen([sys.executable, "-m", "gateway", "demo-model", "--port", str(p),
-                                "--name", "churn", "--version", version, "--seed", str(seed)])
-              for p, version, seed in ((v1, "v1", 1), (v2, "v2", 2))]
+                                "--name", "churn", "--version", version, "--seed", str(seed),
+                                "--bias-shift", str(bias)])
+              for p, version, seed, bias in ((v1, "v1", 1, 0.0), (v2, "v2", 2, CANDIDATE_BIAS))]
     tasks: list[asyncio.Task] = []
     try:
         await asyncio.gather(wait_port(v1), wait_port(v2))
@@ -215,10 +251,11 @@ async def _demo(duration: float | None, rate: float) -> int:
 driftgate demo
   model churn v1    http://127.0.0.1:{v1}   (KServe V1, Open Inference V2, MLflow)
   model churn v2    http://127.0.0.1:{v2}
-  split             V1 and V2 traffic: 90% control (v1), 10% candidate (v2), sticky by
+  split             V1 and V2 traffic: 50% control (v1), 50% candidate (v2), sticky by
                     X-User-Id; MLflow traffic all to v2
+  feedback          the true label of every answer is posted to {url}/feedback
   gateway           {url}      <- point clients here
-  admin             {admin_url}      /metrics /healthz /readyz /monitoring
+  admin             {admin_url}      /metrics /healthz /readyz /monitoring /experiments
   alerts webhook    http://127.0.0.1:{hook}/alerts   (prints what it gets, below)
 try:
   curl -s -X POST {url}/v1/models/churn:predict -d '{{"instances": [[12, 70.5, 2, 21.3, "basic"]]}}'
@@ -234,10 +271,17 @@ Ctrl-C stops everything
               f"should reach the webhook within seconds", flush=True)
         traffic.shift = SHIFT
         demo_state["shift_at"] = time.monotonic()
+        verdict_at = min(12.0, max(0.0, (duration or 1e9) - first - 2.0))
+        await asyncio.wait([serving], timeout=verdict_at)
+        await print_experiment(admin_url)
         if duration is not None:
-            await asyncio.wait([serving], timeout=max(0.0, duration - first))
+            await asyncio.wait([serving], timeout=max(0.0, duration - first - verdict_at))
             tasks[0].cancel()
             gw.stop()
+        while not serving.done():  # until Ctrl-C: the experiment again every minute
+            await asyncio.wait([serving], timeout=60.0)
+            if not serving.done():
+                await print_experiment(admin_url)
         await serving
         if "alerted" not in demo_state:
             print("no drift alert arrived before the demo ended", flush=True)

@@ -243,12 +243,14 @@ def compare(layout: ExperimentLayout, control: np.ndarray, candidate: np.ndarray
     return out
 
 
-def _units(metric: str, value: float) -> str:
+def _units(metric: str, value: float, sign: str = "") -> str:
+    """`value` in the metric's units: points for rates, ms for latency; `sign` "+" signs it."""
+    v = value if sign else abs(value)
     if metric in ("error_rate", "accuracy", "conversion_rate", "auc"):
-        return f"{abs(value) * 100:.1f} pts"
+        return f"{v * 100:{sign}.1f} pts"
     if metric == "latency":
-        return f"{abs(value):.3g} ms"
-    return f"{abs(value):.3g}"
+        return f"{v:{sign}.3g} ms"
+    return f"{v:{sign}.3g}"
 
 
 def result(c: Comparison, sequential_p: float) -> dict:
@@ -271,8 +273,8 @@ def result(c: Comparison, sequential_p: float) -> dict:
         verdict = (f"{better} better on {c.metric} by {_units(c.metric, c.effect)} {ci}, "
                    f"significant, {p_text}")
     else:
-        verdict = (f"no significant difference on {c.metric} ({p_text}, effect "
-                   f"{c.effect:+.3g})")
+        verdict = (f"no significant difference on {c.metric} ({p_text}, candidate "
+                   f"{_units(c.metric, c.effect, '+')})")
         if more:
             verdict += f"; ~{more} more per variant to detect {_units(c.metric, c.min_effect)}"
     return {

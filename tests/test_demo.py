@@ -15,11 +15,18 @@ def test_demo_runs_shows_metrics_and_stops_everything():
     assert {route for route, _, _ in rows} == {"churn-v1-protocol", "churn-v2-protocol",
                                                "churn-mlflow"}, out
     assert sum(n for *_, n in rows) >= 100
-    # the 90/10 split shows
+    # the 50/50 split shows
     split = {variant: n for route, variant, n in rows if route == "churn-v2-protocol"}
-    assert split["control"] > 3 * split.get("candidate", 0) > 0, split
+    assert 0.3 < split["control"] / (split["control"] + split["candidate"]) < 0.7, split
     assert re.search(r"gateway's own time per request \(Server-Timing\): p50 [\d.]+ ms", out)
     assert "demo stopped: gateway and both models are down" in out
+    # labels were posted and the experiment's report printed, with a verdict on accuracy
+    assert "--- the 50/50 experiment so far" in out
+    verdicts = re.findall(r"^  candidate vs control, accuracy \(two-proportion z\): (.*)$", out, re.M)
+    assert len(verdicts) == 2, out[-3000:]
+    labels = [int(n) for n in re.findall(r"^  (?:control|candidate)\s+\d+\s+\S+\s+\S+\s+\S+\s+\S+"
+                                         r"\s+(\d+)\s+0\.\d+", out, re.M)]
+    assert len(labels) == 4 and min(labels) > 50, out[-3000:]
     # the shift of monthly_charges reaches the local webhook as a drift alert, and nothing else
     alerts = re.findall(r"^ALERT firing (\S+) (\S+) feature=(\S+): .*\(([\d.]+) s after the shift\)$",
                         out, re.M)

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.demo_model import build_model_app, draw_labels, synthetic_rows
-from tests.servers import AppServer, GatewayServer, free_port
+from tests.servers import AppServer, GatewayServer, free_port, run_cli
 
 REQUESTS = 5000
 
@@ -73,7 +73,9 @@ def run_experiment(tmp_path, candidate_bias: float) -> dict:
         report = httpx.get(f"{gw.admin_url}/experiments/churn", timeout=10).json()
         everything = httpx.get(f"{gw.admin_url}/experiments", timeout=10).json()
         assert [e["route"] for e in everything["experiments"]] == ["churn"]
-        return report
+        printed = run_cli("report", "--admin", gw.admin_url)
+        assert printed.returncode == 0, printed.stderr
+        return report, printed.stdout
     finally:
         gw.stop()
         control.stop()
@@ -81,7 +83,7 @@ def run_experiment(tmp_path, candidate_bias: float) -> dict:
 
 
 def test_better_model_is_declared_significant(tmp_path):
-    report = run_experiment(tmp_path, candidate_bias=1.0)
+    report, printed = run_experiment(tmp_path, candidate_bias=1.0)
     assert report["control"] == "control"
     variants = report["variants"]
     assert variants["control"]["requests"] + variants["candidate"]["requests"] == REQUESTS
@@ -96,14 +98,17 @@ def test_better_model_is_declared_significant(tmp_path):
     assert accuracy["n"]["control"] + accuracy["n"]["candidate"] == REQUESTS
     assert {"p_value", "significant"} <= set(accuracy["sequential"])
     assert {t["metric"] for t in report["tests"]} >= {"accuracy", "auc", "error_rate", "latency"}
+    assert "route churn  (control: control)" in printed
+    assert f"candidate vs control, accuracy (two-proportion z): {accuracy['verdict']}" in printed
 
 
 def test_equal_models_are_not_declared_different(tmp_path):
-    report = run_experiment(tmp_path, candidate_bias=0.0)
+    report, printed = run_experiment(tmp_path, candidate_bias=0.0)
     accuracy = next(t for t in report["tests"] if t["metric"] == "accuracy")
     assert not accuracy["significant"] and accuracy["better"] is None
     assert accuracy["ci95"][0] < 0 < accuracy["ci95"][1]
     assert accuracy["verdict"].startswith("no significant difference on accuracy")
+    assert "no significant difference on accuracy" in printed
 
 
 @pytest.fixture
