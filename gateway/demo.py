@@ -184,10 +184,10 @@ async def print_experiment(admin_url: str) -> None:
 
 
 class AlertReceiver(asyncio.Protocol):
-    """A minimal local webhook: prints each alert as it arrives."""
+    """A minimal local webhook: hands each alert (parsed JSON) to `on_alert`, answers 200."""
 
-    def __init__(self, demo: dict) -> None:
-        self.demo = demo
+    def __init__(self, on_alert) -> None:
+        self.on_alert = on_alert
         self.buffer = b""
 
     def connection_made(self, transport) -> None:
@@ -208,13 +208,20 @@ class AlertReceiver(asyncio.Protocol):
             alert = orjson.loads(body[:length])
         except orjson.JSONDecodeError:
             return
+        self.on_alert(alert)
+
+
+def print_alert(demo: dict):
+    """The demo's webhook handler: print each alert, with its delay after the shift."""
+    def on_alert(alert: dict) -> None:
         since = ""
-        if self.demo.get("shift_at") and alert.get("status") == "firing":
-            since = f" ({time.monotonic() - self.demo['shift_at']:.1f} s after the shift)"
-            self.demo.setdefault("alerted", time.monotonic())
+        if demo.get("shift_at") and alert.get("status") == "firing":
+            since = f" ({time.monotonic() - demo['shift_at']:.1f} s after the shift)"
+            demo.setdefault("alerted", time.monotonic())
         print(f"ALERT {alert.get('status')} {alert.get('alert')} {alert.get('route')}/"
               f"{alert.get('variant')} feature={alert.get('feature')}: {alert.get('summary')}"
               f"{since}", flush=True)
+    return on_alert
 
 
 def write_baseline(path: Path, rows: int = 20_000, seed: int = 2024) -> None:
@@ -225,6 +232,22 @@ def write_baseline(path: Path, rows: int = 20_000, seed: int = 2024) -> None:
         w.writerows(synthetic_rows(rows, np.random.default_rng(seed)))
 
 
+def start_models(v1: int, v2: int) -> list[subprocess.Popen]:
+    """The two demo model servers: churn v1, and v2 with its logit shifted (the weaker one)."""
+    return [subprocess.Popen([sys.executable, "-m", "gateway", "demo-model", "--port", str(p),
+                              "--name", "churn", "--version", version, "--seed", str(seed),
+                              "--bias-shift", str(bias)])
+            for p, version, seed, bias in ((v1, "v1", 1, 0.0), (v2, "v2", 2, CANDIDATE_BIAS))]
+
+
+def stop_models(models: list[subprocess.Popen]) -> None:
+    for proc in models:
+        proc.terminate()
+    for proc in models:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+
+
 async def _demo(duration: float | None, rate: float) -> int:
     v1, v2 = port_or_free(9001), port_or_free(9002)
     port, admin = port_or_free(8080), port_or_free(8090)
@@ -232,12 +255,9 @@ async def _demo(duration: float | None, rate: float) -> int:
     write_baseline(workdir / "train.csv")
     demo_state: dict = {}
     receiver = await asyncio.get_running_loop().create_server(
-        lambda: AlertReceiver(demo_state), "127.0.0.1", 0)
+        lambda: AlertReceiver(print_alert(demo_state)), "127.0.0.1", 0)
     hook = receiver.sockets[0].getsockname()[1]
-    models = [subprocess.Popen([sys.executable, "-m", "gateway", "demo-model", "--port", str(p),
-                                "--name", "churn", "--version", version, "--seed", str(seed),
-                                "--bias-shift", str(bias)])
-              for p, version, seed, bias in ((v1, "v1", 1, 0.0), (v2, "v2", 2, CANDIDATE_BIAS))]
+    models = start_models(v1, v2)
     tasks: list[asyncio.Task] = []
     try:
         await asyncio.gather(wait_port(v1), wait_port(v2))
@@ -290,11 +310,7 @@ Ctrl-C stops everything
         for task in tasks:
             task.cancel()
         receiver.close()
-        for proc in models:
-            proc.terminate()
-        for proc in models:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(5)
+        stop_models(models)
         print("demo stopped: gateway and both models are down", flush=True)
 
 

@@ -4,9 +4,10 @@ The proxy only queues captures (gateway.capture); the monitor process (gateway.m
 feeds them here in batches: payloads are decoded with gateway.codecs, each route's reference is
 loaded or learned, and per-variant sliding windows are updated; the evaluator reads them.
 
-State per route and side (inputs, outputs): one schema and reference (shared by the variants
-unless `learn.per_variant`), and one SlidingWindow per variant on that schema, so the windows
-of variants, workers and replicas merge exactly.
+State per route and side (inputs, outputs): one schema and reference (inputs: shared by the
+variants unless `learn.per_variant`; outputs of a split: one per variant, learned from its own
+first answers), and one SlidingWindow per variant on that schema, so the windows of variants,
+workers and replicas merge exactly.
 """
 
 from __future__ import annotations
@@ -151,6 +152,9 @@ class RouteMonitor:
         learn = self.cfg.learn
         self.learn_rows = learn.rows if learn else (OUTPUT_LEARN_ROWS if self.cfg.baseline else 10_000)
         self.per_variant = bool(learn and learn.per_variant)
+        # Each model's predictions are their own reference on a split: variants that differ on
+        # purpose must not flag each other's outputs as drift.
+        self.outputs_per_variant = len(route.variant_names) > 1
         self._models: dict[tuple[str, str], SideModel] = {}
         self.max_capture = self.cfg.max_capture_bytes
         self.baseline_columns: dict[str, list] | None = None
@@ -164,7 +168,8 @@ class RouteMonitor:
                 self.baseline_columns = columns
 
     def model(self, side: str, variant: str) -> SideModel:
-        key = (side, variant if self.per_variant else "*")
+        own = self.per_variant or (side == "outputs" and self.outputs_per_variant)
+        key = (side, variant if own else "*")
         m = self._models.get(key)
         if m is None:
             m = self._models[key] = SideModel(self.name, side, self.cfg, self.learn_rows)
