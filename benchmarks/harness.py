@@ -109,6 +109,8 @@ daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log {tmp}/error.log;
 events {{ worker_connections 4096; }}
 http {{
   access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp}; keepalive_requests 1000000;
+  # bodies up to 1 MiB stay in memory (the default 16k spills a 30 KB request to a temp file)
+  client_body_buffer_size 1m;
   upstream model {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}
   server {{
     listen 127.0.0.1:{port};

@@ -1,6 +1,6 @@
 """What does the gateway cost over calling the model directly, and over other proxies?
 
-Same wrk load (~300-byte JSON POST) against, in one run:
+Same wrk load (a ~300-byte JSON POST, or ~30 KB with --payload large) against, in one run:
   direct        nginx `return 200` with a JSON body: the fastest possible model stand-in
   driftgate     the gateway, default config (JSON access log on, to /dev/null)
   driftgate-nolog  the gateway with the access log off
@@ -10,13 +10,15 @@ Same wrk load (~300-byte JSON POST) against, in one run:
 Every proxy runs pinned alone on CPU 1; the model and wrk share CPU 0. Throughput and CPU per
 request at 64 connections; latency at 1 connection (added latency = proxy minus direct).
 
-    python benchmarks/proxy_overhead.py [--seconds 8] [--out benchmarks/results/proxy_overhead.md]
+    python benchmarks/proxy_overhead.py [--seconds 8] [--payload small|large]
+                                        [--out benchmarks/results/proxy_overhead.md]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import statistics
 import sys
 import tempfile
@@ -40,6 +42,12 @@ BODY = ('{"instances": [[12.0, 70.5, 2.0, 21.3, "basic"], [40.0, 99.1, 0.0, 35.2
         '[60.0, 110.0, 0.0, 40.0, "premium"], [7.0, 55.5, 3.0, 9.1, "standard"], '
         '[33.0, 64.2, 1.0, 22.4, "basic"]]}')
 ANSWER = '{"predictions": [0.113, 0.871, 0.402, 0.256, 0.032, 0.611, 0.187]}'
+# ~30 KB: a batch of 800 rows; the answer stays under nginx's 4 KB `return` limit (the
+# stand-in does not read the request, and this benchmark does not monitor)
+_ROWS = json.loads(BODY)["instances"]
+BODY_LARGE = json.dumps({"instances": (_ROWS * 120)[:800]})
+ANSWER_LARGE = json.dumps({"predictions": [round((i * 37) % 100 / 100, 2) for i in range(600)]})
+PAYLOADS = {"small": (BODY, ANSWER), "large": (BODY_LARGE, ANSWER_LARGE)}
 PROXY_CPU = "1"
 
 
@@ -67,12 +75,13 @@ def uvicorn_process(module: str, model_port: int) -> tuple[Process, int]:
                    port=port), port
 
 
-def measure(name: str, url: str, pid: int | None, seconds: float, connections: int) -> dict:
-    wrk(url, connections, 1.0, BODY)  # warm up: pools filled, code paths hot
+def measure(name: str, url: str, pid: int | None, seconds: float, connections: int,
+            body: str = BODY) -> dict:
+    wrk(url, connections, 1.0, body)  # warm up: pools filled, code paths hot
     before = cpu_seconds(pid) if pid else 0.0
-    loaded = wrk(url, connections, seconds, BODY)
+    loaded = wrk(url, connections, seconds, body)
     cpu_us = (cpu_seconds(pid) - before) / loaded.requests * 1e6 if pid else None
-    single = wrk(url, 1, max(2.0, seconds / 2), BODY)
+    single = wrk(url, 1, max(2.0, seconds / 2), body)
     return {"name": name, "rps": loaded.rps, "p50_ms": loaded.p50_ms, "p99_ms": loaded.p99_ms,
             "cpu_us": cpu_us, "errors": loaded.errors + single.errors,
             "c1_p50_ms": single.p50_ms, "c1_p99_ms": single.p99_ms}
@@ -87,13 +96,15 @@ def median_row(runs: list[dict]) -> dict:
     return out
 
 
-def render(rows: list[dict], seconds: float, connections: int) -> str:
+def render(rows: list[dict], seconds: float, connections: int, body: str = BODY,
+           answer: str = ANSWER) -> str:
     by = {r["name"]: r for r in rows}
     direct = by["direct"]
     gw = by.get("driftgate") or by.get("driftgate-nolog") or direct
     lines = [
         f"Machine: {machine_line()}. Proxies pinned to CPU {PROXY_CPU}; model (nginx) and wrk on CPU 0.",
-        f"Load: wrk, {len(BODY)}-byte JSON POST, {connections} connections x {seconds:g} s; "
+        f"Load: wrk, {len(body):,}-byte JSON POST ({len(answer):,}-byte answer), {connections} "
+        f"connections x {seconds:g} s; "
         f"latency columns at 1 connection. Medians of interleaved rounds.",
         "",
         "| target | req/s | p50 ms | p99 ms | proxy CPU us/req | 1-conn p50 ms | 1-conn p99 ms "
@@ -133,13 +144,16 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians reported")
     parser.add_argument("--skip", nargs="*", default=[], help="targets to leave out")
+    parser.add_argument("--payload", choices=PAYLOADS, default="small",
+                        help="small: 261-byte request (7 rows); large: ~30 KB (800 rows)")
     parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
     args = parser.parse_args()
+    body, answer = PAYLOADS[args.payload]
 
     model_port = free_port()
     runs: dict[str, list[dict]] = {}
     with contextlib.ExitStack() as stack:
-        stack.enter_context(nginx_model(model_port, ANSWER))
+        stack.enter_context(nginx_model(model_port, answer))
         urls: dict[str, tuple[str, int | None]] = {
             "direct": (f"http://127.0.0.1:{model_port}/v1/models/churn:predict", None)}
         starters = {
@@ -159,12 +173,12 @@ def main() -> int:
             for name, (url, pid) in urls.items():
                 if name == "naive" and round_no:
                     continue  # 10x+ slower: one round says enough and saves minutes
-                row = measure(name, url, pid, args.seconds, args.connections)
+                row = measure(name, url, pid, args.seconds, args.connections, body)
                 runs.setdefault(name, []).append(row)
                 cpu = f", {row['cpu_us']:.0f} us CPU/req" if row["cpu_us"] else ""
                 print(f"round {round_no + 1} {name}: {row['rps']:,.0f} req/s{cpu}", file=sys.stderr)
     rows = [median_row(r) for r in runs.values()]
-    report = render(rows, args.seconds, args.connections)
+    report = render(rows, args.seconds, args.connections, body, answer)
     emit(report, args.out)
     return 0
 
