@@ -2,6 +2,7 @@
 gateway's /feedback, the verdict read from the admin port's /experiments."""
 
 import asyncio
+import time
 
 import httpx
 import numpy as np
@@ -29,6 +30,7 @@ routes:
     protocol: kserve-v1
     variants: [{{name: control, upstream: a, weight: 50}}, {{name: candidate, upstream: b, weight: 50}}]
     monitor: {{learn: {{rows: 500}}}}
+alerts: {{evaluate_every: 1s}}
 {extra}
 """
 
@@ -75,6 +77,23 @@ def run_experiment(tmp_path, candidate_bias: float) -> dict:
         assert [e["route"] for e in everything["experiments"]] == ["churn"]
         printed = run_cli("report", "--admin", gw.admin_url)
         assert printed.returncode == 0, printed.stderr
+        # the same labels, windowed: /monitoring and the Prometheus gauges after a round
+        deadline = time.monotonic() + 15
+        while True:
+            quality = httpx.get(f"{gw.admin_url}/monitoring").json()["routes"]["churn"].get("quality")
+            if quality and quality["candidate"]["counts"]["labels"] + \
+                    quality["control"]["counts"]["labels"] == REQUESTS or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        for variant in ("control", "candidate"):
+            assert quality[variant]["metrics"]["accuracy"] == pytest.approx(
+                report["variants"][variant]["quality"]["accuracy"])
+        text = httpx.get(f"{gw.admin_url}/metrics").text
+        gauges = {(s.labels["variant"], s.labels["metric"]): s.value
+                  for f in text_string_to_metric_families(text) if f.name == "driftgate_model_quality"
+                  for s in f.samples}
+        assert gauges[("candidate", "accuracy")] == pytest.approx(quality["candidate"]["metrics"]["accuracy"])
+        assert gauges[("control", "labels")] == quality["control"]["counts"]["labels"]
         return report, printed.stdout
     finally:
         gw.stop()
@@ -140,20 +159,19 @@ def test_feedback_errors_are_clear_and_counted(gateway):
         assert r.status_code == 409 and r.json()["status"] == "duplicate"
         r = c.post("/v1/models/churn:predict", json={"instances": [[12, 70.5, 2, 21.3, "basic"]]})
         old = r.headers["x-request-id"]
-        import time
         time.sleep(1.3)
         r = c.post("/feedback", json={"request_id": old, "label": 1})
         assert r.status_code == 410 and r.json()["status"] == "expired"
         r = c.post("/feedback", json={"feedback": [{"request_id": "nope", "label": 0}, {"label": 1}]})
         assert r.status_code == 200
         assert r.json()["unknown"] == 1 and r.json()["invalid"] == 1 and r.json()["accepted"] == 0
-    import time
     deadline = time.monotonic() + 15
     while True:  # the monitor process publishes its counters each evaluation round
         text = httpx.get(f"{gateway.admin_url}/metrics").text
         counts = {s.labels.get("result"): s.value for f in text_string_to_metric_families(text)
                   if f.name == "driftgate_feedback" for s in f.samples if s.name.endswith("_total")}
-        if counts.get("accepted") == 1 or time.monotonic() > deadline:
+        expected = {"accepted": 1, "invalid": 4, "unknown": 2, "duplicate": 1, "expired": 1}
+        if counts == expected or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert counts == {"accepted": 1, "invalid": 4, "unknown": 2, "duplicate": 1, "expired": 1}
+    assert counts == expected
