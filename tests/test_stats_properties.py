@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from stats.baseline import fit_baseline
+from stats.schema import exact_quantile
 from stats.state import StreamState, load_states, save_states
 from stats.window import SlidingWindow
 
@@ -73,3 +74,15 @@ def test_window_counts_exactly_the_rows_of_its_live_slices(events):
     # an idle hour later the window is empty, not stale
     assert window.state(now=t + 3600).n_rows == 0
     assert window.live_slices(now=t + 3600) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["normal", "lognormal", "ties", "cauchy"]),
+       st.integers(20_001, 60_000), st.sampled_from([0.001, 0.999, 0.01, 0.99, 0.0, 1.0]))
+def test_tail_quantile_from_a_sample_bound_is_exactly_numpys(seed, kind, n, q):
+    rng = np.random.default_rng(seed)
+    arr = {"normal": lambda: rng.normal(0, 1, n), "lognormal": lambda: rng.lognormal(0, 2, n),
+           "ties": lambda: rng.integers(0, 4, n).astype(float),
+           "cauchy": lambda: rng.standard_cauchy(n)}[kind]()
+    sample = arr[:: n // 20_000]
+    assert exact_quantile(arr, q, sample) == np.quantile(arr, q)
