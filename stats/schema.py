@@ -87,6 +87,8 @@ def columns_from(data, names: Sequence[str] | None = None) -> dict[str, list | n
         names = list(names) if names is not None else [f"f{i}" for i in range(data.shape[1])]
         if len(names) != data.shape[1]:
             raise ValueError(f"{len(names)} names for {data.shape[1]} columns")
+        if data.dtype.kind in "fiu":  # one transposed copy: each column contiguous, not strided
+            data = np.ascontiguousarray(data.T, dtype=np.float64).T
         return {name: data[:, i] for i, name in enumerate(names)}
     if isinstance(data, Mapping):
         return {str(k): v for k, v in data.items()}

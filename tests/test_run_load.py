@@ -19,7 +19,9 @@ def test_run_load_reports_clean_run_and_drift_alert(tmp_path):
     assert total and int(total.group(1)) > 200 and int(total.group(2)) == 0, report
     counted = re.search(r"requests counted by the gateway: (\d+) \(locust's predictions: (\d+)\)",
                         report)
-    assert counted and counted.group(1) == counted.group(2), report  # nothing lost
+    # nothing lost: the gateway may count up to one request per user more (locust leaves the
+    # requests still in flight when its run time ends out of its statistics)
+    assert counted and 0 <= int(counted.group(1)) - int(counted.group(2)) <= 5, report
     delay = re.search(r"reached the webhook ([\d.]+) s after the drift phase began", report)
     assert delay and float(delay.group(1)) < 30, report
     assert "alerts before the drift phase (false alarms): 0" in report
