@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -81,13 +82,22 @@ def _pad(arr: np.ndarray, rows: int) -> np.ndarray:
 
 class FeedbackDesk:
     def __init__(self, cfg: FeedbackStoreConfig, experiments: dict[str, RouteExperiment],
-                 metrics) -> None:
+                 metrics, path: Path | None = None) -> None:
         self.cfg = cfg
         self.experiments = experiments
         self.metrics = metrics
         self.store = PredictionStore(cfg.max_entries, cfg.ttl)
         self._pending: list[tuple] = []
-        self._evicted_seen = 0
+        self.path = path  # where a clean stop saves the predictions still waiting
+        if path is not None and self.store.load(path):
+            metrics.feedback_store_rows.set(len(self.store))
+        self._evicted_seen = self.store.evicted
+
+    def save(self) -> None:
+        if self.path is not None:
+            self.flush()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.store.save(self.path)
 
     # -- predictions, from the captures ----------------------------------------------------
     def remember(self, route: str, variant: str, request_id: bytes, at: float,
@@ -196,7 +206,10 @@ class FeedbackDesk:
                 return code, {"status": name, "request_id": rid, "row": row, "error": why}
             slots.append(slot)
         route, variant = self.store.group_names[self.store.groups[slots[0]]]
-        exp = self.experiments[route]
+        exp = self.experiments.get(route)
+        if exp is None:  # saved before a reload that removed the route
+            return 404, {"status": "unknown", "request_id": rid,
+                         "error": f"route {route!r} of this prediction is gone"}
         task = exp.feedback.task if exp.feedback else "auto"
         if (task == "classification" and kind == "value") or (task == "regression" and kind == "label"):
             return invalid(f"route {route} is a {task} task: send "

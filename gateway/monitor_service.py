@@ -52,7 +52,8 @@ def build(cfg: GatewayConfig, config_dir: Path):
             monitors[rc.name] = mon
     admin = f"http://{cfg.admin.host}:{cfg.admin.port}/monitoring"
     dispatcher = Dispatcher(cfg.alerts.sinks, metrics, admin)
-    desk = FeedbackDesk(cfg.feedback, experiments, metrics) if cfg.feedback.enabled else None
+    desk = FeedbackDesk(cfg.feedback, experiments, metrics, state_dir / "predictions.npz") \
+        if cfg.feedback.enabled else None
     evaluator = Evaluator(cfg, monitors, metrics, dispatcher, experiments)
     return MonitorCore(monitors, metrics, experiments, desk), evaluator, dispatcher, metrics
 
@@ -132,6 +133,11 @@ async def serve() -> int:
             send("answer", (token, answer))
     ticker.cancel()
     core.persist()
+    if core.desk is not None:
+        try:
+            core.desk.save()  # labels for answers given before a restart still find them
+        except OSError as exc:
+            log.warning("cannot save the predictions waiting for labels", error=str(exc))
     evaluator.run(time.time())
     send("metrics", generate_latest(metrics.registry))
     send("snapshot", evaluator.snapshot())

@@ -69,6 +69,13 @@ def _put(index, keys, times, groups, classes, values, scores, labelled, head, ca
     return head, evicted
 
 
+@numba.njit(cache=True)
+def _reindex(index, keys) -> None:
+    for slot in range(keys.size):
+        if keys[slot] != EMPTY:
+            index[keys[slot]] = slot
+
+
 class PredictionStore:
     def __init__(self, capacity: int = 1_000_000, ttl: float = 86_400.0) -> None:
         self.capacity = capacity
@@ -105,6 +112,32 @@ class PredictionStore:
             rows.astype(np.int64), at.astype(np.float64), groups.astype(np.int32),
             classes.astype(np.int32), values.astype(np.float64), scores.astype(np.float32))
         self.evicted += evicted
+
+    # -- persistence: a clean stop keeps the predictions still waiting for labels -----------
+    _ARRAYS = ("keys", "times", "groups", "classes", "values", "scores", "labelled")
+
+    def save(self, path) -> None:
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, head=np.array(self.head), evicted=np.array(self.evicted),
+                 group_names=np.array(["\t".join(g) for g in self.group_names] or [""]),
+                 **{name: getattr(self, name) for name in self._ARRAYS})
+        tmp.replace(path)
+
+    def load(self, path) -> bool:
+        """Bring back a saved store of the same capacity; groups are matched by name."""
+        if not path.exists():
+            return False
+        with np.load(path) as z:
+            if z["keys"].shape != (self.capacity,):
+                return False
+            for name in self._ARRAYS:
+                getattr(self, name)[:] = z[name]
+            self.head, self.evicted = int(z["head"]), int(z["evicted"])
+            saved = [tuple(str(g).split("\t")) for g in z["group_names"] if str(g)]
+        remap = np.array([self.group(route, variant) for route, variant in saved] or [0], np.int32)
+        self.groups[:] = remap[self.groups]
+        _reindex(self.index, self.keys)
+        return True
 
     def find(self, request_id: str, row: int, now: float) -> tuple[int, int]:
         """(status, slot) of one prediction row: FOUND, UNKNOWN, EXPIRED or DUPLICATE."""

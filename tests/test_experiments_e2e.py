@@ -175,3 +175,26 @@ def test_feedback_errors_are_clear_and_counted(gateway):
             break
         time.sleep(0.5)
     assert counts == expected
+
+
+def test_labels_find_their_predictions_after_a_restart(tmp_path):
+    model = AppServer(build_model_app("churn", seed=1))
+    cfg = split_config(tmp_path, model.url, model.url)
+    gw = GatewayServer(cfg)
+    try:
+        r = httpx.post(f"{gw.url}/v1/models/churn:predict",
+                       json={"instances": [[12, 70.5, 2, 21.3, "basic"]]}, timeout=10)
+        rid = r.headers["x-request-id"]
+    finally:
+        gw.stop()  # a clean stop saves the predictions still waiting for labels
+    assert (tmp_path / "state" / "predictions.npz").exists()
+    gw = GatewayServer(cfg)
+    try:
+        r = httpx.post(f"{gw.url}/feedback", json={"request_id": rid, "label": 1}, timeout=10)
+        assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
+        report = httpx.get(f"{gw.admin_url}/experiments/churn", timeout=10).json()
+        assert sum(v["labels"]["labels"] for v in report["variants"].values()) == 1
+        assert sum(v["requests"] for v in report["variants"].values()) == 1  # tallies kept too
+    finally:
+        gw.stop()
+        model.stop()

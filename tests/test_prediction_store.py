@@ -50,3 +50,21 @@ def test_memory_stays_flat_past_capacity_under_two_million_predictions():
     # numba's dict compacts once after the ring first wraps; from there the RSS is flat
     assert table[2_000_000][3] - table[1_500_000][3] <= 5
     assert table[2_000_000][4] < 300  # MB over the process without the store
+
+
+def test_save_and_load_keep_rows_and_match_groups_by_name(tmp_path):
+    store = PredictionStore(capacity=8, ttl=100)
+    store.group("r", "control")
+    gid = store.group("r", "candidate")
+    store.put(np.array([request_key("a")]), np.array([2]), np.array([5.0]), np.array([gid]),
+              np.array([1, 0]), np.array([0.9, 0.2]), np.array([0.9, 0.2]))
+    store.labelled[store.find("a", 0, now=6)[1]] = True
+    store.save(tmp_path / "p.npz")
+    again = PredictionStore(capacity=8, ttl=100)
+    again.group("other", "x")  # ids differ in the new process: names decide
+    assert again.load(tmp_path / "p.npz")
+    assert again.find("a", 0, now=6)[0] == DUPLICATE
+    status, slot = again.find("a", 1, now=6)
+    assert status == FOUND and again.group_names[again.groups[slot]] == ("r", "candidate")
+    assert again.values[slot] == 0.2 and len(again) == 2
+    assert not PredictionStore(capacity=16).load(tmp_path / "p.npz")  # another capacity: fresh
