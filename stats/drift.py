@@ -80,13 +80,14 @@ def js_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum((kl_p + kl_q) / 2, 0.0))
 
 
-def ks_binned(p: np.ndarray, q: np.ndarray, n_p: np.ndarray, n_q: np.ndarray):
-    """KS statistic from binned CDFs and its asymptotic p-value (Kolmogorov distribution).
+def ks_binned(cdf_gap: np.ndarray, n_p: np.ndarray, n_q: np.ndarray):
+    """KS statistic from the gap of binned CDFs and its asymptotic p-value (Kolmogorov
+    distribution).
 
     Binning can only hide CDF differences inside a bin, so the statistic is a lower bound of the
     exact two-sample one, off by at most the largest bin share of either sample.
     """
-    d = np.abs(np.cumsum(p, axis=1) - np.cumsum(q, axis=1)).max(axis=1)
+    d = cdf_gap.max(axis=1)
     en = n_p * n_q / np.maximum(n_p + n_q, 1.0)
     return d, special.kolmogorov(np.sqrt(en) * d)
 
@@ -107,14 +108,14 @@ def chi_squared(ref: np.ndarray, cur: np.ndarray, valid: np.ndarray):
     return stat, stats.chi2.sf(stat, dof)
 
 
-def hist_quantile(hist: np.ndarray, prob: float, lower: np.ndarray, upper: np.ndarray):
-    """Quantile per row from a histogram, linear inside the bin; also the density there."""
-    n = np.maximum(hist.sum(axis=1), 1.0)
-    cdf = np.cumsum(hist, axis=1) / n[:, None]
+def hist_quantile(shares: np.ndarray, cdf: np.ndarray, prob: float, lower: np.ndarray,
+                  upper: np.ndarray):
+    """Quantile per row from a histogram's bin shares and their cumulative sum, linear inside
+    the bin; also the density there."""
     idx = np.argmax(cdf >= prob - 1e-12, axis=1)
-    rows = np.arange(hist.shape[0])
+    rows = np.arange(shares.shape[0])
     before = np.where(idx > 0, cdf[rows, np.maximum(idx - 1, 0)], 0.0)
-    share = hist[rows, idx] / n
+    share = shares[rows, idx]
     frac = np.where(share > 0, (prob - before) / np.where(share > 0, share, 1), 0.5)
     width = upper[rows, idx] - lower[rows, idx]
     value = lower[rows, idx] + np.clip(frac, 0, 1) * width
@@ -241,7 +242,9 @@ def evaluate(reference: StreamState, current: StreamState,
 
     psi_v = psi(p, q, valid, cfg.psi_epsilon)
     js_v = js_distance(p, q)
-    ks_v, ks_p = ks_binned(p, q, n_r, n_c)
+    cdf_p, cdf_q = np.cumsum(p, axis=1), np.cumsum(q, axis=1)  # shared by KS, W1, quantiles
+    full_gap = np.abs(cdf_p - cdf_q)
+    ks_v, ks_p = ks_binned(full_gap, n_r, n_c)
 
     # Wasserstein-1 on bin positions (centres; the tails end at the reference min/max).
     lower, upper = schema.bin_bounds(reference.minimum, reference.maximum)
@@ -249,7 +252,7 @@ def evaluate(reference: StreamState, current: StreamState,
     last_valid = schema.bins_per_feature - 1
     centres = np.where(valid, centres, centres[np.arange(len(centres)), last_valid][:, None])
     gaps = np.diff(centres, axis=1)
-    cdf_gap = np.abs(np.cumsum(p, axis=1) - np.cumsum(q, axis=1))[:, :-1]
+    cdf_gap = full_gap[:, :-1]
     sd_r = reference.std
     spread = np.where(np.isfinite(sd_r) & (sd_r > 0), sd_r, 1.0)
     w1 = (cdf_gap * gaps).sum(axis=1) / spread
@@ -276,8 +279,8 @@ def evaluate(reference: StreamState, current: StreamState,
                                               + sd_c ** 2 / np.maximum(n_c, 1)))),
         }
         for name, prob in (("median", 0.5), ("p95", 0.95)):
-            ref_q, dens = hist_quantile(ref_h, prob, lower, upper)
-            cur_q, _ = hist_quantile(cur_h, prob, cur_lower, cur_upper)
+            ref_q, dens = hist_quantile(p, cdf_p, prob, lower, upper)
+            cur_q, _ = hist_quantile(q, cdf_q, prob, cur_lower, cur_upper)
             se = np.sqrt(prob * (1 - prob)) / dens * np.sqrt(1 / np.maximum(n_r, 1) + 1 / np.maximum(n_c, 1))
             values[name] = (ref_q, cur_q, se)
         for name, (ref_s, cur_s, se) in values.items():
