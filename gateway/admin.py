@@ -63,6 +63,22 @@ def build_admin_app(gw: Gateway) -> Starlette:
         return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
                         media_type="application/json")
 
+    async def experiment_reset(request: Request) -> Response:
+        """Start a route's experiment over; an admin write (bearer token), audited."""
+        if (denied := authorize(request)) is not None:
+            return denied
+        link = gw.runtime.monitor
+        route = request.path_params["route"]
+        if link is None:
+            return JSONResponse({"error": f"no experiment for route {route!r}"}, status_code=404)
+        try:
+            status, body = await link.ask("reset_experiment", route)
+        except (TimeoutError, ConnectionError) as exc:
+            status, body = 503, {"error": f"monitor process unavailable: {exc or 'timeout'}"}
+        if status == 200:
+            gw.runtime.log.info("audit", action="reset experiment", route=route, who=who(request))
+        return JSONResponse(body, status_code=status)
+
     def authorize(request: Request) -> Response | None:
         """Admin writes need `Authorization: Bearer <admin.token>`; none configured: 403."""
         token = gw.runtime.cfg.admin.token
@@ -118,6 +134,7 @@ def build_admin_app(gw: Gateway) -> Starlette:
         Route("/monitoring", monitoring),
         Route("/experiments", experiments),
         Route("/experiments/{route}", experiments),
+        Route("/admin/experiments/{route}/reset", experiment_reset, methods=["POST"]),
         Route("/admin/routes", admin_routes),
         Route("/admin/reload", admin_reload, methods=["POST"]),
         Route("/admin/routes/{route}/weights", admin_weights, methods=["PUT"]),

@@ -41,6 +41,15 @@ class RouteExperiment:
         self.started_at = time.time()
         self.path = state_dir / f"{rc.name}.experiment.npz"
 
+    def reset(self) -> None:
+        """Start the experiment over (e.g. after a new model version): tallies, quality
+        windows and sequential tests back to zero."""
+        for v in self.variants:
+            self.tallies[v][:] = 0.0
+            self.windows[v].data[:] = 0.0
+        self.sequential.clear()
+        self.started_at = time.time()
+
     # -- updates --------------------------------------------------------------------------
     def record_requests(self, variant: str, durations: np.ndarray, errors: np.ndarray) -> None:
         tally = self.tallies.get(variant)

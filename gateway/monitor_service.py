@@ -5,7 +5,8 @@ statistics cost tens of microseconds of Python per request; in their own process
 take the proxy's GIL or core. The process:
 - reads frames: ("config", (config JSON, config dir)), ("captures", [...]), ("stop", None),
   and questions ("ask", (token, kind, data)) it answers with ("answer", (token, result)):
-  kind "feedback" (a POST /feedback body) and "experiments" (a route name or None);
+  kind "feedback" (a POST /feedback body), "experiments" (a route name or None) and
+  "reset_experiment" (a route name);
 - decodes and ingests captures as they come (gateway.monitor.MonitorCore), keeps predictions
   for their labels (gateway.feedback) and each route's experiment (gateway.experiment_book);
 - every `alerts.evaluate_every` runs the evaluator (gauges, alert rules, sinks) and sends back
@@ -74,6 +75,14 @@ def answer_question(core: MonitorCore, kind: str, data) -> tuple[int, dict]:
             return 404, {"error": f"no experiment for route {data!r}",
                          "routes": sorted(core.experiments)}
         return 200, exp.report(now)
+    if kind == "reset_experiment":
+        exp = core.experiments.get(data)
+        if exp is None:
+            return 404, {"error": f"no experiment for route {data!r}",
+                         "routes": sorted(core.experiments)}
+        exp.reset()
+        exp.save()
+        return 200, {"route": data, "reset": True, "since": exp.started_at}
     return 400, {"error": f"unknown question {kind!r}"}
 
 

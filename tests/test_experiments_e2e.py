@@ -15,10 +15,11 @@ from tests.servers import AppServer, GatewayServer, free_port, run_cli
 REQUESTS = 5000
 
 
-def split_config(tmp_path, control_url: str, candidate_url: str, extra: str = "") -> str:
+def split_config(tmp_path, control_url: str, candidate_url: str, extra: str = "",
+                 admin: str = "") -> str:
     return f"""
 server: {{port: {free_port()}}}
-admin: {{port: {free_port()}}}
+admin: {{port: {free_port()}{admin}}}
 logging: {{format: json, access_log: {{enabled: false}}}}
 state_dir: {tmp_path / "state"}
 upstreams:
@@ -175,6 +176,30 @@ def test_feedback_errors_are_clear_and_counted(gateway):
             break
         time.sleep(0.5)
     assert counts == expected
+
+
+def test_an_experiment_can_be_started_over_with_the_admin_token(tmp_path):
+    model = AppServer(build_model_app("churn", seed=1))
+    gw = GatewayServer(split_config(tmp_path, model.url, model.url, admin=", token: s3cret"))
+    try:
+        for _ in range(40):
+            httpx.post(f"{gw.url}/v1/models/churn:predict",
+                       json={"instances": [[12, 70.5, 2, 21.3, "basic"]]}, timeout=10)
+        report = httpx.get(f"{gw.admin_url}/experiments/churn", timeout=10).json()
+        assert sum(v["requests"] for v in report["variants"].values()) == 40
+        url = f"{gw.admin_url}/admin/experiments/churn/reset"
+        assert httpx.post(url, timeout=10).status_code == 401
+        r = httpx.post(url, headers={"authorization": "Bearer s3cret"}, timeout=10)
+        assert r.status_code == 200 and r.json()["reset"] is True
+        after = httpx.get(f"{gw.admin_url}/experiments/churn", timeout=10).json()
+        assert sum(v["requests"] for v in after["variants"].values()) == 0
+        assert after["since"] > report["since"] and after["tests"] == []
+        r = httpx.post(f"{gw.admin_url}/admin/experiments/nope/reset",
+                       headers={"authorization": "Bearer s3cret"}, timeout=10)
+        assert r.status_code == 404
+    finally:
+        gw.stop()
+        model.stop()
 
 
 def test_labels_find_their_predictions_after_a_restart(tmp_path):
