@@ -30,6 +30,7 @@ routes:
     match: {{path_prefix: /v1/models/churn}}
     protocol: kserve-v1
     variants: [{{name: control, upstream: a, weight: 50}}, {{name: candidate, upstream: b, weight: 50}}]
+    sticky: {{header: X-User-Id}}
     monitor: {{learn: {{rows: 500}}}}
 alerts: {{evaluate_every: 1s}}
 {extra}
@@ -49,7 +50,10 @@ async def drive(url: str, n: int, seed: int = 3, concurrency: int = 16) -> tuple
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal failed
         for i in queue:
-            r = await client.post("/v1/models/churn:predict", json={"instances": [rows[i]]})
+            # one user per request, sticky: the same rows meet the same variant on every run,
+            # so the verdicts below are deterministic rather than right 95% of the time
+            r = await client.post("/v1/models/churn:predict", json={"instances": [rows[i]]},
+                                  headers={"x-user-id": f"user-{i}"})
             if r.status_code != 200:
                 failed += 1
             ids[i] = r.headers["x-request-id"]
