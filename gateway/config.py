@@ -238,6 +238,11 @@ class CanaryConfig(_Model):
     step_interval: Duration = 300.0
     slo: SLOConfig = SLOConfig()
     evaluate_every: Duration = 1.0
+    # slo: step while the SLOs hold; significant_no_worse: also only once the candidate's error
+    # rate is shown no worse than the control's by `margin` (one-sided 95%), rolled back when
+    # significantly worse
+    promote_when: Literal["slo", "significant_no_worse"] = "slo"
+    margin: float = Field(0.01, gt=0, le=1)
 
     @field_validator("steps")
     @classmethod

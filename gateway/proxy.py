@@ -296,9 +296,13 @@ class ProxyApp:
                 rt.metrics.observe_request(route.name, variant.name, upstream.name,
                                            scope["method"], status, duration, upstream_dur)
                 canary = route.canary
-                if canary is not None and chosen.name == canary.variant:
-                    # a pick the candidate could not serve (fallback) counts against it
-                    canary.record(status < 500 and error is None and not fell_back, duration)
+                if canary is not None:
+                    ok = status < 500 and error is None and not fell_back
+                    if chosen.name == canary.variant:
+                        # a pick the candidate could not serve (fallback) counts against it
+                        canary.record(ok, duration)
+                    elif chosen.name == canary.control:
+                        canary.record_control(ok)
                 if mon is not None:  # every request counts in the experiment, sampled or not
                     self._capture(mon, variant.name, scope, rid, duration, sampled, body, data,
                                   resp_headers, status)

@@ -100,9 +100,12 @@ class GatewayRuntime:
                 route.base_weights = {v.name: v.weight for v in rc.variants}
                 if rc.canary is not None:
                     c = rc.canary
+                    control = rc.control_variant if rc.control_variant != c.variant else next(
+                        v.name for v in rc.variants if v.name != c.variant)
                     route.canary = Canary(c.variant, c.steps, c.step_interval, SLO(
                         c.slo.max_error_rate, c.slo.max_p99_latency_ms, c.slo.min_requests),
-                        now=time.monotonic())
+                        now=time.monotonic(), promote_when=c.promote_when, control=control,
+                        margin=c.margin)
                     self.apply_canary(route)
                 route.override_header = rc.override_header.lower().encode()
                 if rc.sticky is not None:

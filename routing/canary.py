@@ -4,12 +4,23 @@ The candidate's share walks through `steps` (percent of traffic), one step per
 `step_interval`, provided each step saw at least `min_requests` candidate requests within the
 SLO (error rate, p99 latency) measured on that step's own traffic. A broken SLO sets the share
 to 0 and keeps it there. Time is passed in.
+
+With `promote_when="significant_no_worse"` a step also needs evidence: the candidate's error rate
+minus the control's (same step, same time) must have its one-sided 95% upper bound below
+`margin` (non-inferiority, two-proportion z from stats.experiments); a candidate significantly
+worse than the control (lower bound above 0) is rolled back; in between the step waits for more
+traffic.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass
+
+from stats.experiments import two_proportions
+
+Z_ONE_SIDED_95 = 1.6448536269514722
+PROMOTE_RULES = ("slo", "significant_no_worse")
 
 # Latency buckets (ms) for the step's p99: fixed size whatever the traffic.
 _BUCKETS_MS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000,
@@ -25,10 +36,16 @@ class SLO:
 
 class Canary:
     def __init__(self, variant: str, steps: list[float], step_interval: float, slo: SLO,
-                 now: float) -> None:
+                 now: float, promote_when: str = "slo", control: str | None = None,
+                 margin: float = 0.01) -> None:
         if not steps or any(not 0 <= s <= 100 for s in steps):
             raise ValueError("canary steps are percents between 0 and 100")
+        if promote_when not in PROMOTE_RULES:
+            raise ValueError(f"promote_when is one of {PROMOTE_RULES}")
         self.variant = variant
+        self.promote_when = promote_when
+        self.control = control
+        self.margin = margin
         self.steps = list(steps)
         self.step_interval = step_interval
         self.slo = slo
@@ -42,6 +59,8 @@ class Canary:
         self.requests = 0
         self.errors = 0
         self.latency = [0] * len(_BUCKETS_MS)
+        self.control_requests = 0
+        self.control_errors = 0
 
     @property
     def percent(self) -> float:
@@ -53,6 +72,19 @@ class Canary:
         if not ok:
             self.errors += 1
         self.latency[bisect_left(_BUCKETS_MS, latency_s * 1000)] += 1
+
+    def record_control(self, ok: bool) -> None:
+        """One control request in the same step: the comparison's other side."""
+        self.control_requests += 1
+        if not ok:
+            self.control_errors += 1
+
+    def error_rate_gap(self) -> tuple[float, float, float]:
+        """(candidate - control error rate, one-sided 95% lower and upper bounds)."""
+        effect, se, _, _ = two_proportions(self.control_errors, max(self.control_requests, 1),
+                                           self.errors, max(self.requests, 1))
+        effect, se = float(effect), float(se)
+        return effect, effect - Z_ONE_SIDED_95 * se, effect + Z_ONE_SIDED_95 * se
 
     def p99_ms(self) -> float:
         if not self.requests:
@@ -80,6 +112,17 @@ class Canary:
                                f"p99 {p99:g} ms (max {slo.max_p99_latency_ms:g} ms)")
                 return "rollback"
         if now - self.step_started >= self.step_interval and self.requests >= slo.min_requests:
+            if self.promote_when == "significant_no_worse":
+                if self.control_requests < slo.min_requests:
+                    return None
+                gap, lower, upper = self.error_rate_gap()
+                if lower > 0:
+                    self.state = "rolled_back"
+                    self.reason = (f"error rate {gap:+.2%} vs {self.control}, significantly worse "
+                                   f"(one-sided 95% bound {lower:+.2%})")
+                    return "rollback"
+                if upper >= self.margin:
+                    return None  # not yet shown no worse than the margin: more traffic
             if self.step + 1 >= len(self.steps):
                 self.state = "done"
                 return None
@@ -91,7 +134,12 @@ class Canary:
         return None
 
     def describe(self) -> dict:
-        return {"variant": self.variant, "state": self.state, "percent": self.percent,
+        out = {"variant": self.variant, "state": self.state, "percent": self.percent,
                 "step": self.step, "steps": self.steps, "requests_this_step": self.requests,
                 "errors_this_step": self.errors, "p99_ms_this_step": self.p99_ms(),
-                "reason": self.reason or None}
+                "reason": self.reason or None, "promote_when": self.promote_when}
+        if self.promote_when == "significant_no_worse":
+            gap, lower, upper = self.error_rate_gap()
+            out.update(control=self.control, control_requests_this_step=self.control_requests,
+                       error_rate_gap=gap, error_rate_gap_95=[lower, upper], margin=self.margin)
+        return out

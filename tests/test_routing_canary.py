@@ -48,3 +48,43 @@ def test_slow_candidate_rolls_back_on_p99():
 def test_bad_steps_rejected():
     with pytest.raises(ValueError):
         Canary("c", [5, 150], 1, SLO(), 0)
+
+
+def feed_control(c: Canary, n: int, errors: int = 0) -> None:
+    for i in range(n):
+        c.record_control(i >= errors)
+
+
+def test_significant_no_worse_waits_for_evidence_then_advances():
+    c = Canary("candidate", [10, 100], 60, SLO(0.05, 200, 200), now=0,
+               promote_when="significant_no_worse", control="control", margin=0.01)
+    feed(c, 300)
+    feed(c, 3, ok=False)            # 1% errors, inside the SLO
+    feed_control(c, 300, errors=3)  # the control: 1% too
+    # 300 each cannot show the gap is below 1 point: the step waits
+    assert c.evaluate(61) is None and c.percent == 10
+    _, _, upper = c.error_rate_gap()
+    assert upper >= 0.01
+    feed(c, 3000)
+    feed(c, 30, ok=False)
+    feed_control(c, 3000, errors=30)
+    assert c.evaluate(120) == "advance" and c.percent == 100
+    assert c.describe()["promote_when"] == "significant_no_worse"
+
+
+def test_significant_no_worse_rolls_back_a_candidate_worse_than_the_control():
+    c = Canary("candidate", [10, 100], 60, SLO(0.05, 200, 200), now=0,
+               promote_when="significant_no_worse", control="control")
+    feed(c, 970)
+    feed(c, 30, ok=False)             # 3% errors: inside the 5% SLO ...
+    feed_control(c, 1000, errors=5)   # ... but the control has 0.5%
+    assert c.evaluate(61) == "rollback" and c.percent == 0
+    assert "significantly worse" in c.reason and "control" in c.reason
+
+
+def test_plain_slo_rule_ignores_the_control():
+    c = Canary("candidate", [10, 100], 60, SLO(0.05, 200, 200), now=0)
+    feed(c, 970)
+    feed(c, 30, ok=False)
+    feed_control(c, 1000, errors=5)
+    assert c.evaluate(61) == "advance"
