@@ -18,17 +18,16 @@ from stats.state import StreamState
 from stats.table import to_batch
 
 
-class SlidingWindow:
-    def __init__(self, schema: Schema, slices: int = 60, slice_seconds: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+class _SliceRing:
+    """The stepping both windows share: which slot a time falls in, and which slots are live."""
+
+    def __init__(self, slices: int, slice_seconds: float, clock: Callable[[], float]) -> None:
         if slices < 1 or slice_seconds <= 0:
             raise ValueError("a window needs at least one slice of positive length")
-        self.schema = schema
         self.slices = slices
         self.slice_seconds = slice_seconds
         self.clock = clock
-        self._states = [StreamState(schema) for _ in range(slices)]
-        self._steps = np.full(slices, -(2 ** 62), dtype=np.int64)  # time step each slot holds
+        self.steps = np.full(slices, -(2 ** 62), dtype=np.int64)  # time step each slot holds
 
     @property
     def span_seconds(self) -> float:
@@ -37,13 +36,36 @@ class SlidingWindow:
     def _step(self, now: float | None) -> int:
         return math.floor((self.clock() if now is None else now) / self.slice_seconds)
 
-    def slice_for(self, now: float | None = None) -> StreamState:
-        """The state of the slice `now` falls in, reset first if its slot held an older one."""
+    def _claim(self, now: float | None) -> tuple[int, bool]:
+        """(slot of `now`'s slice, whether it held an older slice and must be reset first)."""
         step = self._step(now)
         slot = step % self.slices
-        if self._steps[slot] != step:
+        stale = self.steps[slot] != step
+        self.steps[slot] = step
+        return slot, stale
+
+    def _live(self, now: float | None, last: int | None = None) -> np.ndarray:
+        """Mask of the slots in the window ending at `now` (or in its `last` slices)."""
+        step = self._step(now)
+        span = self.slices if last is None else max(1, min(last, self.slices))
+        return (self.steps > step - span) & (self.steps <= step)
+
+    def live_slices(self, now: float | None = None) -> int:
+        return int(self._live(now).sum())
+
+
+class SlidingWindow(_SliceRing):
+    def __init__(self, schema: Schema, slices: int = 60, slice_seconds: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(slices, slice_seconds, clock)
+        self.schema = schema
+        self._states = [StreamState(schema) for _ in range(slices)]
+
+    def slice_for(self, now: float | None = None) -> StreamState:
+        """The state of the slice `now` falls in, reset first if its slot held an older one."""
+        slot, stale = self._claim(now)
+        if stale:
             self._states[slot].reset()
-            self._steps[slot] = step
         return self._states[slot]
 
     def update(self, data, now: float | None = None) -> None:
@@ -54,25 +76,18 @@ class SlidingWindow:
 
     def state(self, now: float | None = None, last: int | None = None) -> StreamState:
         """Merged state of the live slices: the whole window, or only its `last` slices."""
-        step = self._step(now)
-        span = self.slices if last is None else max(1, min(last, self.slices))
-        live = [self._states[i] for i in range(self.slices)
-                if step - span < self._steps[i] <= step]
-        return StreamState.merged(self.schema, live)
+        live = self._live(now, last)
+        return StreamState.merged(self.schema, [st for st, on in zip(self._states, live) if on])
 
     def snapshot(self) -> tuple[np.ndarray, list[StreamState]]:
         """(time step of each slot, slot states): what `restore` takes back, e.g. after a restart."""
-        return self._steps.copy(), list(self._states)
+        return self.steps.copy(), list(self._states)
 
     def restore(self, steps: np.ndarray, states: list[StreamState]) -> None:
         if len(states) != self.slices or len(steps) != self.slices:
             raise ValueError(f"snapshot of {len(states)} slices, window has {self.slices}")
-        self._steps[:] = steps
+        self.steps[:] = steps
         self._states = [st.copy() for st in states]
-
-    def live_slices(self, now: float | None = None) -> int:
-        step = self._step(now)
-        return int(((self._steps > step - self.slices) & (self._steps <= step)).sum())
 
 
 class FrozenReference:
@@ -96,34 +111,21 @@ class FrozenReference:
         self.state.update(batch)
 
 
-class VectorWindow:
+class VectorWindow(_SliceRing):
     """A ring of time slices of one flat vector (e.g. a stats.quality tally): same stepping
     rules as SlidingWindow, for state that is a plain sum."""
 
     def __init__(self, size: int, slices: int = 60, slice_seconds: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if slices < 1 or slice_seconds <= 0:
-            raise ValueError("a window needs at least one slice of positive length")
-        self.slices = slices
-        self.slice_seconds = slice_seconds
-        self.clock = clock
+        super().__init__(slices, slice_seconds, clock)
         self.data = np.zeros((slices, size))
-        self.steps = np.full(slices, -(2 ** 62), dtype=np.int64)
-
-    def _step(self, now: float | None) -> int:
-        return math.floor((self.clock() if now is None else now) / self.slice_seconds)
 
     def slice_for(self, now: float | None = None) -> np.ndarray:
         """The slice vector `now` falls in (a view, add to it), reset if its slot was older."""
-        step = self._step(now)
-        slot = step % self.slices
-        if self.steps[slot] != step:
+        slot, stale = self._claim(now)
+        if stale:
             self.data[slot] = 0.0
-            self.steps[slot] = step
         return self.data[slot]
 
     def total(self, now: float | None = None, last: int | None = None) -> np.ndarray:
-        step = self._step(now)
-        span = self.slices if last is None else max(1, min(last, self.slices))
-        live = (self.steps > step - span) & (self.steps <= step)
-        return self.data[live].sum(axis=0)
+        return self.data[self._live(now, last)].sum(axis=0)
