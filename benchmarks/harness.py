@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,41 @@ http {{
 }}
 """)
     return Process([nginx_binary(), "-c", str(conf), "-e", str(tmp / "error.log")], cpu=cpu, port=port)
+
+
+def uvicorn_app(module: str, env: dict[str, str], cpu: str | None) -> tuple[Process, int]:
+    """An ASGI app (`module:app`) under uvicorn with uvloop + httptools, on a free port."""
+    port = free_port()
+    return Process([sys.executable, "-m", "uvicorn", module, "--port", str(port), "--log-level",
+                    "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
+                   env=env, cpu=cpu, port=port), port
+
+
+def driftgate_process(model_port: int, monitored: bool, workdir: Path, cpu: str | None,
+                      queue_size: int | None = None) -> tuple[Process, int, int]:
+    """(process, port, admin port) of `driftgate serve` with one route to the model, with or
+    without full monitoring against `workdir/train.csv` (gateway.demo.write_baseline)."""
+    from gateway.demo_model import FEATURES
+
+    port, admin = free_port(), free_port()
+    monitor = ("    protocol: kserve-v1\n    monitor: {baseline: train.csv, features: ["
+               + ", ".join(FEATURES) + "]}\n") if monitored else ""
+    queue = f"monitoring: {{queue_size: {queue_size}}}\n" if queue_size else ""
+    cfg = workdir / f"gateway-{'on' if monitored else 'off'}.yaml"
+    cfg.write_text(f"""
+server: {{port: {port}}}
+admin: {{port: {admin}}}
+logging: {{format: json}}
+state_dir: {workdir / 'state'}
+{queue}upstreams:
+  model: {{url: "http://127.0.0.1:{model_port}"}}
+routes:
+  - name: churn
+    match: {{path_prefix: /}}
+    upstream: model
+{monitor}""")
+    return Process([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)], cpu=cpu,
+                   port=port), port, admin
 
 
 def nginx_binary() -> str:

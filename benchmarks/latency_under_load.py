@@ -28,10 +28,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import Process, emit, free_port, machine_line, nginx_proxy  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    Process,
+    driftgate_process,
+    emit,
+    free_port,
+    machine_line,
+    nginx_proxy,
+    uvicorn_app,
+)
 from benchmarks.proxy_overhead import BODY  # noqa: E402
 from gateway.demo import write_baseline  # noqa: E402
-from gateway.demo_model import FEATURES  # noqa: E402
 
 PROXY_CPU, LOAD_CPU = "1", "0"
 PERCENTILES = (50, 90, 99, 99.9)
@@ -39,31 +46,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def slow_model(latency_ms: float) -> tuple[Process, int]:
-    port = free_port()
-    return Process([sys.executable, "-m", "uvicorn", "benchmarks.slow_model:app", "--port", str(port),
-                    "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http",
-                    "httptools"], env={"LATENCY_MS": str(latency_ms)}, cpu=LOAD_CPU, port=port), port
-
-
-def gateway(model_port: int, monitored: bool, workdir: Path) -> tuple[Process, int]:
-    port, admin = free_port(), free_port()
-    monitor = ("    protocol: kserve-v1\n    monitor: {baseline: train.csv, features: ["
-               + ", ".join(FEATURES) + "]}\n") if monitored else ""
-    cfg = workdir / f"gateway-{'on' if monitored else 'off'}.yaml"
-    cfg.write_text(f"""
-server: {{port: {port}}}
-admin: {{port: {admin}}}
-logging: {{format: json}}
-state_dir: {workdir / 'state'}
-upstreams:
-  model: {{url: "http://127.0.0.1:{model_port}"}}
-routes:
-  - name: churn
-    match: {{path_prefix: /}}
-    upstream: model
-{monitor}""")
-    return Process([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)], cpu=PROXY_CPU,
-                   port=port), port
+    return uvicorn_app("benchmarks.slow_model:app", {"LATENCY_MS": str(latency_ms)}, LOAD_CPU)
 
 
 async def constant_rate(url: str, rate: float, seconds: float, body: bytes) -> dict:
@@ -151,7 +134,7 @@ def main() -> int:
     try:
         targets = {"direct": model_port}
         for name, monitored in (("driftgate", False), ("driftgate+monitoring", True)):
-            proc, port = gateway(model_port, monitored, workdir)
+            proc, port, _ = driftgate_process(model_port, monitored, workdir, PROXY_CPU)
             procs.append(proc)
             targets[name] = port
         nginx_port = free_port()

@@ -27,8 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import (  # noqa: E402
-    Process,
     cpu_seconds,
+    driftgate_process,
     emit,
     free_port,
     machine_line,
@@ -37,31 +37,8 @@ from benchmarks.harness import (  # noqa: E402
 )
 from benchmarks.proxy_overhead import ANSWER, BODY  # noqa: E402
 from gateway.demo import write_baseline  # noqa: E402
-from gateway.demo_model import FEATURES  # noqa: E402
 
 PROXY_CPU = "1"
-
-
-def gateway(model_port: int, monitored: bool, workdir: Path) -> tuple[Process, int, int]:
-    port, admin = free_port(), free_port()
-    monitor = ("    protocol: kserve-v1\n    monitor: {baseline: train.csv, features: ["
-               + ", ".join(FEATURES) + "]}\n") if monitored else ""
-    cfg = workdir / f"gateway-{'on' if monitored else 'off'}.yaml"
-    cfg.write_text(f"""
-server: {{port: {port}}}
-admin: {{port: {admin}}}
-logging: {{format: json}}
-state_dir: {workdir / 'state'}
-monitoring: {{queue_size: 100000}}
-upstreams:
-  model: {{url: "http://127.0.0.1:{model_port}"}}
-routes:
-  - name: churn
-    match: {{path_prefix: /}}
-    upstream: model
-{monitor}""")
-    return Process([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)], cpu=PROXY_CPU,
-                   port=port), port, admin
 
 
 def counters(admin: int) -> dict[str, float]:
@@ -89,7 +66,8 @@ def main() -> int:
     model_port = free_port()
     runs: dict[str, list[dict]] = {"off": [], "on": []}
     with nginx_model(model_port, ANSWER):
-        procs = {name: gateway(model_port, name == "on", workdir) for name in runs}
+        procs = {name: driftgate_process(model_port, name == "on", workdir, PROXY_CPU,
+                                          queue_size=100_000) for name in runs}
         try:
             for _ in range(args.rounds):
                 for name, (proc, port, admin) in procs.items():

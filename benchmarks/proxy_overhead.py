@@ -34,6 +34,7 @@ from benchmarks.harness import (  # noqa: E402
     machine_line,
     nginx_model,
     nginx_proxy,
+    uvicorn_app,
     wrk,
 )
 
@@ -68,11 +69,7 @@ routes:
 
 
 def uvicorn_process(module: str, model_port: int) -> tuple[Process, int]:
-    port = free_port()
-    return Process([sys.executable, "-m", "uvicorn", module, "--port", str(port), "--log-level",
-                    "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
-                   env={"UPSTREAM_URL": f"http://127.0.0.1:{model_port}"}, cpu=PROXY_CPU,
-                   port=port), port
+    return uvicorn_app(module, {"UPSTREAM_URL": f"http://127.0.0.1:{model_port}"}, PROXY_CPU)
 
 
 def measure(name: str, url: str, pid: int | None, seconds: float, connections: int,
