@@ -56,10 +56,7 @@ def build_admin_app(gw: Gateway) -> Starlette:
         if link is None:
             return JSONResponse({"error": "no experiments: no route has a split or a monitor"},
                                 status_code=404)
-        try:
-            status, body = await link.ask("experiments", route)
-        except (TimeoutError, ConnectionError) as exc:
-            status, body = 503, {"error": f"monitor process unavailable: {exc or 'timeout'}"}
+        status, body = await link.ask("experiments", route)
         return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
                         media_type="application/json")
 
@@ -71,10 +68,7 @@ def build_admin_app(gw: Gateway) -> Starlette:
         route = request.path_params["route"]
         if link is None:
             return JSONResponse({"error": f"no experiment for route {route!r}"}, status_code=404)
-        try:
-            status, body = await link.ask("reset_experiment", route)
-        except (TimeoutError, ConnectionError) as exc:
-            status, body = 503, {"error": f"monitor process unavailable: {exc or 'timeout'}"}
+        status, body = await link.ask("reset_experiment", route)
         if status == 200:
             gw.runtime.log.info("audit", action="reset experiment", route=route, who=who(request))
         return JSONResponse(body, status_code=status)

@@ -105,12 +105,13 @@ class MonitorLink:
         proc.stdin.write(frame("captures", items))
 
     async def ask(self, kind: str, data: object = None, timeout: float = 10.0) -> tuple[int, dict]:
-        """A question for the monitor process: (HTTP status, JSON body). Captures queued so
-        far are sent first, so a label can follow its prediction straight away."""
+        """A question for the monitor process: (HTTP status, JSON body); 503 with the reason
+        when the process is not there to answer in time. Captures queued so far are sent
+        first, so a label can follow its prediction straight away."""
         proc = self._proc
         if not self._ready.is_set() or proc is None or proc.returncode is not None \
                 or proc.stdin.is_closing():
-            raise ConnectionError("monitor process is not running")
+            return 503, {"error": "monitor process unavailable: not running"}
         self.flush()
         self._next_token += 1
         token = self._next_token
@@ -118,6 +119,8 @@ class MonitorLink:
         proc.stdin.write(frame("ask", (token, kind, data)))
         try:
             return await asyncio.wait_for(future, timeout)
+        except (TimeoutError, ConnectionError) as exc:
+            return 503, {"error": f"monitor process unavailable: {exc or 'no answer in time'}"}
         finally:
             self._questions.pop(token, None)
 

@@ -135,23 +135,17 @@ class ProxyApp:
         rt = self.runtime
         headers = [(b"x-request-id", rid)]
         limit = rt.cfg.feedback.max_body_bytes
-        chunks, size = [], [0]
         try:
-            while True:
-                chunk, more = await _next_chunk(receive, size, limit)
-                chunks.append(chunk)
-                if not more:
-                    break
+            body = await read_request_body(receive, limit, [0])
+            if not isinstance(body, bytes):  # past the streaming threshold: still wanted whole
+                body = b"".join([chunk async for chunk in body])
         except BodyTooLarge:
             await send_json(send, 413, {"error": f"feedback body larger than {limit} bytes"},
                             [*headers, (b"connection", b"close")])
             return
         except ClientDisconnected:
             return
-        try:
-            status, payload = await rt.monitor.ask("feedback", b"".join(chunks))
-        except (TimeoutError, ConnectionError) as exc:
-            status, payload = 503, {"error": f"monitor process unavailable: {exc or 'timeout'}"}
+        status, payload = await rt.monitor.ask("feedback", body)
         await send_json(send, status, payload, headers)
 
     @staticmethod
