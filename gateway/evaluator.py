@@ -82,7 +82,7 @@ class Evaluator:
             self._publish_quality(exp.name, quality)
             self._quality_alerts(exp, quality, now)
             if len(exp.variants) > 1:
-                exp.report(now)  # one look for the sequential tests each round
+                exp.look()  # one look for the sequential tests each round
         firing = [a.payload("firing", now) for a in self.book.firing()]
         with self._snapshot_lock:
             self._snapshot = {"evaluated_at": now, "routes": routes, "alerts": firing}

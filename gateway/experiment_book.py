@@ -82,9 +82,9 @@ class RouteExperiment:
             out[v] = {"metrics": q.metrics(total), "counts": q.counts(total)}
         return out
 
-    def report(self, now: float | None = None) -> dict:
-        """The experiment so far; a look for the sequential tests."""
-        now = time.time() if now is None else now
+    def look(self) -> list[dict]:
+        """Each candidate's tests against the control; one look for the sequential tests,
+        whose running minimum p-values are kept here."""
         control = self.tallies[self.control]
         tests = []
         for name in self.variants:
@@ -96,6 +96,12 @@ class RouteExperiment:
                           float(msprt_p_value(c.effect, c.se, c.min_effect)))
                 self.sequential[key] = seq
                 tests.append(result(c, seq))
+        return tests
+
+    def report(self, now: float | None = None) -> dict:
+        """The experiment so far (a look, like `look`), with each variant's traffic and quality."""
+        now = time.time() if now is None else now
+        tests = self.look()
         variants = {}
         window = self.quality(now)
         for name in self.variants:
