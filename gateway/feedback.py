@@ -125,7 +125,7 @@ class FeedbackDesk:
 
     # -- labels, from POST /feedback -------------------------------------------------------
     def handle(self, body: bytes, now: float) -> tuple[int, dict]:
-        self.flush()  # predictions that arrived with this frame's batch are joinable
+        self.flush()  # normally a no-op (each batch flushes); not if a batch failed midway
         try:
             obj = orjson.loads(body)
         except orjson.JSONDecodeError as exc:

@@ -55,5 +55,6 @@ def print_report(admin_url: str, route: str | None = None) -> int:
         return 2
     if not experiments:
         print("no experiments: no route splits traffic between variants")
+        return 0
     print("\n\n".join(format_experiment(e) for e in experiments))
     return 0
