@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats as sps
 
-from stats.quality import LATENCY_EDGES, QualityLayout, histogram_quantiles
+from stats.quality import LATENCY_EDGES, QualityLayout, histogram_quantiles, latency_bins
 
 ALPHA = 0.05
 POWER = 0.8
@@ -134,8 +134,7 @@ class ExperimentLayout:
     def add_requests(self, tally: np.ndarray, durations: np.ndarray, errors: np.ndarray) -> None:
         d = np.asarray(durations, dtype=np.float64)
         tally[:5] += (d.size, np.count_nonzero(errors), d.size, d.sum(), (d * d).sum())
-        tally[5:self.q0] += np.bincount(np.searchsorted(LATENCY_EDGES, d, side="right"),
-                                        minlength=self.latency_bins)
+        tally[5:self.q0] += np.bincount(latency_bins(d), minlength=self.latency_bins)
 
     def quality_part(self, tally: np.ndarray) -> np.ndarray:
         return tally[self.q0:]
