@@ -1,10 +1,15 @@
 """numba kernels: one pass over a (rows x features) batch updates every feature's state.
 
-One call per batch (or per single row) does: bin lookup (branch-free binary search on fixed
-edges), histogram counts, NaN / inf counts, expected-range outliers, the batch's moments merged
-into the running ones (Chan et al.), and the per-row HBOS outlier score.
-Measured by benchmarks/stats_ingest.py. nogil: the monitor
-thread runs it while the event loop keeps serving.
+One call per batch (or per single row) does: bin lookup, histogram counts, NaN / inf counts,
+expected-range outliers, the batch's moments merged into the running ones (Chan et al.), and
+the per-row HBOS outlier score. nogil: the monitor can run it while other threads serve.
+
+Bin lookup: a numeric feature's value goes to its cell on a 256-cell grid (one multiply), the
+cell's table byte gives the number of edges below the cell, and one or two comparisons finish
+the job (see `fill_bin_grids`); features with crowded edges use a branch-free binary search.
+Batches go through in blocks copied column by column into an L1-sized buffer, so each feature's
+loop reads contiguous values and keeps its sums in registers (one store per value: the count).
+Measured by benchmarks/stats_ingest.py.
 """
 
 from __future__ import annotations
@@ -13,12 +18,17 @@ import numpy as np
 from numba import njit
 
 from stats.schema import (
+    GRID_CELLS,
+    GRID_MAX_CROWDED_SHARE,
+    P_GRID_LO,
+    P_GRID_SCALE,
     P_HBOS_THRESHOLD,
     P_HIGH,
     P_IS_CAT,
     P_LAST_EDGE,
     P_LOW,
     P_N_BINS,
+    P_N_INNER_EDGES,
     P_SHIFT,
     SEARCH_WIDTH,
 )
@@ -37,10 +47,134 @@ def empty_moments(n_features: int) -> np.ndarray:
     return m
 
 
-# Rows of the kernel's per-call accumulators.
+# Rows of the block path's per-call accumulators.
 A_N, A_SUM, A_SQ, A_MIN, A_MAX, A_LOW, A_HIGH, A_SHIFT = range(N_MOMENTS + 1)
-# Rows per block: bins of a block are found first (a tight, branch-free loop), then counted.
-BLOCK = 256
+BLOCK_VALUES = 2048  # a block's column buffer: 16 KB, well inside L1
+MIN_BLOCK_ROWS = 32
+# Up to this many rows a call goes row by row with no scratch arrays: numba's allocations
+# (~100 ns each) would double a single row's cost.
+SMALL_BATCH = 4
+
+
+@njit(inline="always")
+def grid_cell(v, lo, scale):
+    """v's cell on a feature's lookup grid, clamped to the grid (NaN -> 0); monotone in v."""
+    c = (v - lo) * scale
+    c = c if c > 0.0 else 0.0
+    c = c if c < GRID_CELLS - 1.0 else GRID_CELLS - 1.0
+    return int(c)
+
+
+@njit(nogil=True, cache=True)
+def fill_bin_grids(model, params, edge_matrix):
+    """Each numeric feature's lookup grid: GRID_CELLS equal cells over [e1, e(k-1)] (inside the
+    extreme edges, so one far-out baseline value cannot stretch the cells), each cell's byte the
+    number of search edges in lower cells. grid_cell is monotone, so that number never exceeds
+    the bin of a value in the cell, and the kernel steps up past the edges sharing its cell.
+    Features with many edges in crowded cells (GRID_MAX_CROWDED_SHARE) keep the search.
+    """
+    table = model.view(np.uint8)
+    first = model.shape[1] * 8 - GRID_CELLS
+    per_cell = np.zeros(GRID_CELLS, np.int64)
+    for f in range(model.shape[0]):
+        params[P_GRID_LO, f] = 0.0
+        params[P_GRID_SCALE, f] = 0.0
+        if params[P_IS_CAT, f] > 0.0:
+            continue
+        n_search = int(params[P_N_INNER_EDGES, f])
+        top = n_search - 1 if n_search >= 3 else n_search
+        lo = edge_matrix[f, 1 if n_search >= 3 else 0]
+        hi = edge_matrix[f, top]
+        scale = GRID_CELLS / (hi - lo) if hi > lo else 0.0
+        if not (scale > 0.0 and scale < np.inf):
+            continue
+        per_cell[:] = 0
+        for j in range(n_search):
+            per_cell[grid_cell(edge_matrix[f, j], lo, scale)] += 1
+        crowded = 0
+        for c in range(GRID_CELLS):
+            crowded += per_cell[c] if per_cell[c] > 2 else 0
+        if crowded > GRID_MAX_CROWDED_SHARE * n_search:
+            continue
+        below = 0
+        for c in range(GRID_CELLS):
+            table[f, first + c] = below
+            below += per_cell[c]
+        params[P_GRID_LO, f] = lo
+        params[P_GRID_SCALE, f] = scale
+
+
+@njit(inline="always")
+def grid_bin(v, model, f, table, first, lo, scale, last_edge):
+    """Bin of a finite v by the grid: the cell's count of lower edges, then past its own."""
+    pos = np.int64(table[f, first + grid_cell(v, lo, scale)])
+    pos += model[f, pos] <= v
+    while model[f, pos] <= v:  # a third edge in the cell: rare by construction
+        pos += 1
+    return pos + (v > last_edge)
+
+
+@njit(inline="always")
+def search_bin(v, model, f, last_edge):
+    """Bin of v by binary search: the count of inner edges <= v (padded with +inf), unrolled
+    for SEARCH_WIDTH = 64 (a loop with a runtime trip count runs 4x slower)."""
+    pos = 32 * (model[f, 31] <= v)
+    pos += 16 * (model[f, pos + 15] <= v)
+    pos += 8 * (model[f, pos + 7] <= v)
+    pos += 4 * (model[f, pos + 3] <= v)
+    pos += 2 * (model[f, pos + 1] <= v)
+    pos += model[f, pos] <= v
+    pos += model[f, pos] <= v
+    return pos + (v > last_edge)
+
+
+@njit(inline="always")
+def category_bin(v, n_bins):
+    """A category code's bin; codes out of range (unseen) share the last bin."""
+    return int(v) if 0.0 <= v < n_bins - 1.0 else int(n_bins) - 1
+
+
+@njit(inline="always")
+def missing_bin(v, nan_bin):
+    return nan_bin if v != v else nan_bin + 1  # NaN, else +-inf
+
+
+@njit(inline="always")
+def numeric_column(col, m, f, model, params, table, first, counts, score, shift, nan_bin,
+                   use_grid):
+    """Bins, counts, HBOS terms and sums of one feature's m values in a block.
+
+    Sums are taken around `shift` (a value of the batch) so the sum of squares cannot cancel
+    catastrophically. Selects, not min()/max(): numba's NaN-aware min is twice as slow.
+    """
+    lo, scale = params[P_GRID_LO, f], params[P_GRID_SCALE, f]
+    last_edge, low, high = params[P_LAST_EDGE, f], params[P_LOW, f], params[P_HIGH, f]
+    hbos = model[f, SEARCH_WIDTH:]
+    cnt = counts[f]
+    k = s1 = s2 = n_low = n_high = 0.0
+    vmin, vmax = np.inf, -np.inf
+    for r in range(m):
+        v = col[r]
+        ok = v - v == 0.0  # finite
+        w = v if ok else lo  # the grid's loop must not meet +inf
+        if use_grid:
+            b = grid_bin(w, model, f, table, first, lo, scale, last_edge)
+        else:
+            b = search_bin(w, model, f, last_edge)
+        b = b if ok else missing_bin(v, nan_bin)
+        cnt[b] += 1
+        score[r] += hbos[b]
+        d = v - shift if ok else 0.0
+        k += 1.0 if ok else 0.0
+        s1 += d
+        s2 += d * d
+        w = v if ok else np.inf
+        vmin = w if w < vmin else vmin
+        w = v if ok else -np.inf
+        vmax = w if w > vmax else vmax
+        n_low += 1.0 if ok & (v < low) else 0.0  # +-inf is counted as inf, not out of range
+        n_high += 1.0 if ok & (v > high) else 0.0
+    return k, s1, s2, vmin, vmax, n_low, n_high
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -49,23 +183,74 @@ def ingest(x, model, params, counts, moments, scores_out):
 
     Six arguments on purpose: numba's dispatch costs ~50 ns per argument, which is most of a
     single-row update, so related arrays travel packed:
-    model (F x SEARCH_WIDTH + B+2): inner bin edges padded with +inf, then -log baseline
-      density per bin (HBOS; 0 in the NaN and inf columns);
+    model (F x SEARCH_WIDTH + B+2 + GRID_CELLS/8): inner bin edges padded with +inf, -log
+      baseline density per bin (HBOS; 0 in the NaN and inf columns), the grid's bytes;
     params (N_PARAMS x F): per-feature constants, one row per field;
     counts ((F+1) x B+2 int64): per feature the histogram, then NaN and inf counts; the last
       row holds the stream counters (rows, HBOS outlier rows, ...);
     moments (F x N_MOMENTS): the running moments;
     scores_out: row scores (length n), or length 0 not to keep them.
-    Three passes per block, each simple enough to run fast: bin lookup (an unrolled,
-    branch-free binary search), counts + HBOS scores, moments.
     """
+    if x.shape[0] <= SMALL_BATCH:
+        _ingest_rows(x, model, params, counts, moments, scores_out)
+    else:
+        _ingest_blocks(x, model, params, counts, moments, scores_out)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _ingest_rows(x, model, params, counts, moments, scores_out):
     n, n_features = x.shape
-    # model's edges sit at [f, 0:SEARCH_WIDTH], its densities at [f, SEARCH_WIDTH + b]
-    # (indexing the C-contiguous array itself: slices would be strided views, 30% slower).
     nan_bin = counts.shape[1] - 2
+    table = model.view(np.uint8)
+    first = model.shape[1] * 8 - GRID_CELLS
+    hbos_outliers = 0
+    for i in range(n):
+        score = 0.0
+        for f in range(n_features):
+            v = x[i, f]
+            is_cat = params[P_IS_CAT, f] > 0.0
+            if v - v != 0.0:
+                b = missing_bin(v, nan_bin)
+            elif is_cat:
+                b = category_bin(v, params[P_N_BINS, f])
+            elif params[P_GRID_SCALE, f] > 0.0:
+                b = grid_bin(v, model, f, table, first, params[P_GRID_LO, f],
+                             params[P_GRID_SCALE, f], params[P_LAST_EDGE, f])
+            else:
+                b = search_bin(v, model, f, params[P_LAST_EDGE, f])
+            counts[f, b] += 1
+            score += model[f, SEARCH_WIDTH + b]
+            if b >= nan_bin or is_cat:
+                continue
+            # Welford: Chan's merge with a batch of one.
+            total = moments[f, M_N] + 1.0
+            delta = v - moments[f, M_MEAN]
+            moments[f, M_MEAN] += delta / total
+            moments[f, M_M2] += delta * (v - moments[f, M_MEAN])
+            moments[f, M_N] = total
+            moments[f, M_MIN] = min(moments[f, M_MIN], v)
+            moments[f, M_MAX] = max(moments[f, M_MAX], v)
+            moments[f, M_LOW] += v < params[P_LOW, f]
+            moments[f, M_HIGH] += v > params[P_HIGH, f]
+        hbos_outliers += score > params[P_HBOS_THRESHOLD, 0]
+        if scores_out.shape[0] == n:
+            scores_out[i] = score
+    counts[n_features, R_ROWS] += n
+    counts[n_features, R_HBOS_OUTLIERS] += hbos_outliers
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _ingest_blocks(x, model, params, counts, moments, scores_out):
+    n, n_features = x.shape
+    nan_bin = counts.shape[1] - 2
+    table = model.view(np.uint8)
+    first = model.shape[1] * 8 - GRID_CELLS
     hbos_threshold = params[P_HBOS_THRESHOLD, 0]
-    bins = np.empty((min(n, BLOCK), n_features), dtype=np.int64)
-    # Accumulators, one row per quantity: the moments pass over features then vectorizes.
+    keep_scores = scores_out.shape[0] == n
+    block = min(n, max(MIN_BLOCK_ROWS, BLOCK_VALUES // n_features))
+    columns = np.empty((n_features, block))
+    score = np.empty(block)
+    # Accumulators, one row per quantity, merged into the running moments at the end.
     acc = np.zeros((N_MOMENTS + 1, n_features))
     for f in range(n_features):
         # Sums are taken around the batch's first finite value (the baseline mean when there is
@@ -79,53 +264,41 @@ def ingest(x, model, params, counts, moments, scores_out):
         acc[A_MIN, f] = np.inf
         acc[A_MAX, f] = -np.inf
     hbos_outliers = 0
-    keep_scores = scores_out.shape[0] == n
-    for start in range(0, n, BLOCK):
-        m = min(BLOCK, n - start)
+    for start in range(0, n, block):
+        m = min(block, n - start)
         for r in range(m):
             for f in range(n_features):
-                v = x[start + r, f]
-                if params[P_IS_CAT, f] > 0.0:
-                    last = int(params[P_N_BINS, f]) - 1
-                    b = int(v) if v - v == 0.0 else 0
-                    if b < 0 or b > last:
-                        b = last
-                else:
-                    # Unrolled for SEARCH_WIDTH = 64 inner edges: the count of edges <= v.
-                    # (A loop with a runtime trip count runs 4x slower.)
-                    pos = 32 * (model[f, 31] <= v)
-                    pos += 16 * (model[f, pos + 15] <= v)
-                    pos += 8 * (model[f, pos + 7] <= v)
-                    pos += 4 * (model[f, pos + 3] <= v)
-                    pos += 2 * (model[f, pos + 1] <= v)
-                    pos += model[f, pos] <= v
-                    pos += model[f, pos] <= v
-                    b = pos + (v > params[P_LAST_EDGE, f])
-                if v - v != 0.0:  # NaN, or inf (inf - inf is NaN)
-                    b = nan_bin if v != v else nan_bin + 1
-                bins[r, f] = b
+                columns[f, r] = x[start + r, f]
+        score[:m] = 0.0
+        for f in range(n_features):
+            col = columns[f]
+            if params[P_IS_CAT, f] > 0.0:
+                n_bins = params[P_N_BINS, f]
+                for r in range(m):
+                    v = col[r]
+                    b = category_bin(v, n_bins) if v - v == 0.0 else missing_bin(v, nan_bin)
+                    counts[f, b] += 1
+                    score[r] += model[f, SEARCH_WIDTH + b]
+                continue
+            if params[P_GRID_SCALE, f] > 0.0:
+                k, s1, s2, vmin, vmax, n_low, n_high = numeric_column(
+                    col, m, f, model, params, table, first, counts, score, acc[A_SHIFT, f],
+                    nan_bin, True)
+            else:
+                k, s1, s2, vmin, vmax, n_low, n_high = numeric_column(
+                    col, m, f, model, params, table, first, counts, score, acc[A_SHIFT, f],
+                    nan_bin, False)
+            acc[A_N, f] += k
+            acc[A_SUM, f] += s1
+            acc[A_SQ, f] += s2
+            acc[A_MIN, f] = min(acc[A_MIN, f], vmin)
+            acc[A_MAX, f] = max(acc[A_MAX, f], vmax)
+            acc[A_LOW, f] += n_low
+            acc[A_HIGH, f] += n_high
         for r in range(m):
-            score = 0.0
-            for f in range(n_features):
-                b = bins[r, f]
-                counts[f, b] += 1
-                score += model[f, SEARCH_WIDTH + b]
-            hbos_outliers += score > hbos_threshold
+            hbos_outliers += score[r] > hbos_threshold
             if keep_scores:
-                scores_out[start + r] = score
-        for r in range(m):
-            for f in range(n_features):
-                v = x[start + r, f]
-                # NaN/inf and categorical values add zeros (a categorical's range is +-inf).
-                ok = (v - v == 0.0) & (params[P_IS_CAT, f] == 0.0)
-                d = v - acc[A_SHIFT, f] if ok else 0.0
-                acc[A_N, f] += ok
-                acc[A_SUM, f] += d
-                acc[A_SQ, f] += d * d
-                acc[A_MIN, f] = min(acc[A_MIN, f], v if ok else np.inf)
-                acc[A_MAX, f] = max(acc[A_MAX, f], v if ok else -np.inf)
-                acc[A_LOW, f] += ok & (v < params[P_LOW, f])
-                acc[A_HIGH, f] += ok & (v > params[P_HIGH, f])
+                scores_out[start + r] = score[r]
     counts[n_features, R_ROWS] += n
     counts[n_features, R_HBOS_OUTLIERS] += hbos_outliers
     for f in range(n_features):

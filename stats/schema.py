@@ -24,13 +24,21 @@ NUMERIC = "numeric"
 # The kernel's unrolled binary search covers this many inner edges (see stats.kernels).
 SEARCH_WIDTH = 64
 MAX_NUMERIC_BINS = SEARCH_WIDTH - 1
+# Bin lookup grid: this many equal cells over a feature's central range, each holding the number
+# of edges below it (one byte), so most values find their bin with one table read and one
+# comparison instead of a binary search. Stored as bytes at the end of each row of Schema.model.
+GRID_CELLS = 256
+# A feature with more than this share of its edges in cells of three or more (a heavy tail
+# squeezes most bins into a few cells) keeps the binary search: the grid would step too often.
+GRID_MAX_CROWDED_SHARE = 0.2
 TAIL_QUANTILES = (0.001, 0.01, 0.025, 0.975, 0.99, 0.999)
 EDGE_SAMPLE = 20_000  # values a feature's bin edges are taken from (evenly spaced rows)
 CATEGORICAL = "categorical"
 
 # Columns of Schema.params, read by the numba kernels.
-P_IS_CAT, P_N_INNER_EDGES, P_LAST_EDGE, P_LOW, P_HIGH, P_SHIFT, P_N_BINS, P_HBOS_THRESHOLD = range(8)
-N_PARAMS = 8
+(P_IS_CAT, P_N_INNER_EDGES, P_LAST_EDGE, P_LOW, P_HIGH, P_SHIFT, P_N_BINS, P_HBOS_THRESHOLD,
+ P_GRID_LO, P_GRID_SCALE) = range(10)  # P_GRID_SCALE 0: no grid, binary search
+N_PARAMS = 10
 
 
 @dataclass
@@ -179,8 +187,9 @@ class Schema:
             if f.kind == NUMERIC and not 2 <= len(f.edges) <= MAX_NUMERIC_BINS + 1:
                 raise ValueError(f"feature {f.name!r}: {len(f.edges) - 1} bins, "
                                  f"allowed 1..{MAX_NUMERIC_BINS}")
-        # The kernel's model array: search edges, then the HBOS table (see set_hbos).
-        self.model = np.zeros((self.n_features, SEARCH_WIDTH + self.n_bins + 2))
+        # The kernel's model array: search edges, the HBOS table (see set_hbos), the bin grid.
+        hbos_end = SEARCH_WIDTH + self.n_bins + 2
+        self.model = np.zeros((self.n_features, hbos_end + GRID_CELLS // 8))
         self.search_edges = self.model[:, :SEARCH_WIDTH]
         self.search_edges[:] = np.inf
         # One row per field (N_PARAMS x F): the kernel's loops over features read rows.
@@ -217,8 +226,11 @@ class Schema:
         # Uncalibrated until stats.baseline.fit_baseline sets them: no row is an outlier.
         # Two extra columns, always 0: the NaN and inf "bins" add nothing to a row's score.
         # Views into the kernel's arrays, updated in place by set_hbos.
-        self.hbos_log_density = self.model[:, SEARCH_WIDTH:]
+        self.hbos_log_density = self.model[:, SEARCH_WIDTH:hbos_end]
         self.params[P_HBOS_THRESHOLD] = np.inf
+        from stats.kernels import fill_bin_grids  # here: stats.kernels imports this module
+
+        fill_bin_grids(self.model, self.params, self.edge_matrix)
 
     @property
     def hbos_threshold(self) -> float:

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from stats.baseline import fit_baseline
-from stats.schema import exact_quantile
+from stats.schema import P_GRID_SCALE, FeatureSpec, Schema, exact_quantile
 from stats.state import StreamState, load_states, save_states
 from stats.window import SlidingWindow
 
@@ -86,3 +86,45 @@ def test_tail_quantile_from_a_sample_bound_is_exactly_numpys(seed, kind, n, q):
            "cauchy": lambda: rng.standard_cauchy(n)}[kind]()
     sample = arr[:: n // 20_000]
     assert exact_quantile(arr, q, sample) == np.quantile(arr, q)
+
+
+def reference_bins(edges: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The documented layout in plain numpy: underflow, [e0,e1) .. [e(k-1), ek], overflow."""
+    return np.searchsorted(edges[:-1], x, side="right") + (x > edges[-1])
+
+
+edge_sets = st.lists(st.floats(-1e6, 1e6, allow_subnormal=False), min_size=2, max_size=40,
+                     unique=True).map(sorted)
+
+
+@settings(max_examples=80, deadline=None)
+@given(edge_sets, st.integers(0, 2**32 - 1), st.sampled_from([1, 3, 4, 5, 700]))
+def test_bins_match_numpy_for_any_edges_on_both_lookup_paths(edges, seed, n_rows):
+    """Grid lookup (even edges), binary search (crowded edges), row path (<= 4 rows) and
+    block path (more) all put every value where np.searchsorted does, edges included."""
+    rng = np.random.default_rng(seed)
+    e = np.asarray(edges)
+    crowded = np.concatenate([e[:1], e[0] + np.cumsum(np.full(25, 1e-3)), e[:1] + [100, 200, 1e7]])
+    schema = Schema([FeatureSpec("even", edges=list(np.linspace(e[0], e[-1], len(e)))),
+                     FeatureSpec("given", edges=list(e)),
+                     FeatureSpec("crowded", edges=list(crowded))])
+    assert schema.params[P_GRID_SCALE, 0] > 0 and schema.params[P_GRID_SCALE, 2] == 0
+    pools = [np.asarray(f.edges) for f in schema.features]
+    x = np.empty((n_rows, 3))
+    for j, pool in enumerate(pools):
+        picks = rng.choice(pool, n_rows)
+        span = pool[-1] - pool[0] + 1.0
+        x[:, j] = np.select([rng.random(n_rows) < 0.3, rng.random(n_rows) < 0.5],
+                            [picks, np.nextafter(picks, rng.choice([-np.inf, np.inf], n_rows))],
+                            rng.uniform(pool[0] - span / 10, pool[-1] + span / 10, n_rows))
+    x[rng.random((n_rows, 3)) < 0.05] = np.nan
+    x[rng.random((n_rows, 3)) < 0.03] = np.inf
+    x[rng.random((n_rows, 3)) < 0.03] = -np.inf
+    state = StreamState(schema)
+    state.update(x)
+    for j, pool in enumerate(pools):
+        finite = x[np.isfinite(x[:, j]), j]
+        expected = np.bincount(reference_bins(pool, finite), minlength=pool.size + 1)
+        np.testing.assert_array_equal(state.histogram[j, : pool.size + 1], expected)
+        assert state.nan_count[j] == np.isnan(x[:, j]).sum()
+        assert state.inf_count[j] == np.isinf(x[:, j]).sum()
