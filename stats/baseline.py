@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def hbos_log_density(schema: Schema, counts: np.ndarray) -> np.ndarray:
     return out
 
 
-HBOS_CALIBRATION_ROWS = 50_000
+HBOS_CALIBRATION_ROWS = 10_000
 
 
 def fit_baseline(data, names: Sequence[str] | None = None, hbos_quantile: float = 0.999,
@@ -44,14 +45,15 @@ def fit_baseline(data, names: Sequence[str] | None = None, hbos_quantile: float 
     """(schema, reference state) from baseline data.
 
     The HBOS threshold is the `hbos_quantile` row score of the baseline (of an evenly spaced
-    sample of at most 50,000 rows), so about 0.1% of baseline rows count as multivariate
+    sample of at most 10,000 rows), so about 0.1% of baseline rows count as multivariate
     outliers; the reference's HBOS outlier count is that sample's share times its rows.
     """
-    columns = columns_from(data, names)
-    schema = Schema.from_baseline(columns, **schema_options)
+    if isinstance(data, (str, Path)):  # read a CSV once
+        data, names = columns_from(data, names), None
+    schema = Schema.from_baseline(data, names, **schema_options)
     numeric_matrix = (isinstance(data, np.ndarray) and data.dtype.kind in "fiu"
                       and not schema.is_categorical.any())
-    batch = to_batch(data if numeric_matrix else columns, schema)
+    batch = to_batch(data if numeric_matrix else columns_from(data, names), schema)
     reference = StreamState(schema)
     reference.update(batch)
     schema.set_hbos(hbos_log_density(schema, reference.counts), np.inf)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stats.summary import summarize
+
 NUMERIC = "numeric"
 # The kernel's unrolled binary search covers this many inner edges (see stats.kernels).
 SEARCH_WIDTH = 64
@@ -32,7 +34,6 @@ GRID_CELLS = 256
 # squeezes most bins into a few cells) keeps the binary search: the grid would step too often.
 GRID_MAX_CROWDED_SHARE = 0.2
 TAIL_QUANTILES = (0.001, 0.01, 0.025, 0.975, 0.99, 0.999)
-EDGE_SAMPLE = 20_000  # values a feature's bin edges are taken from (evenly spaced rows)
 CATEGORICAL = "categorical"
 
 # Columns of Schema.params, read by the numba kernels.
@@ -95,8 +96,6 @@ def columns_from(data, names: Sequence[str] | None = None) -> dict[str, list | n
         names = list(names) if names is not None else [f"f{i}" for i in range(data.shape[1])]
         if len(names) != data.shape[1]:
             raise ValueError(f"{len(names)} names for {data.shape[1]} columns")
-        if data.dtype.kind in "fiu":  # one transposed copy: each column contiguous, not strided
-            data = np.ascontiguousarray(data.T, dtype=np.float64).T
         return {name: data[:, i] for i, name in enumerate(names)}
     if isinstance(data, Mapping):
         return {str(k): v for k, v in data.items()}
@@ -113,54 +112,33 @@ def columns_from(data, names: Sequence[str] | None = None) -> dict[str, list | n
     return {name: [r[i] if i < len(r) else None for r in rows] for i, name in enumerate(names)}
 
 
-def exact_quantile(arr: np.ndarray, q: float, sample: np.ndarray) -> float:
-    """np.quantile(arr, q) (linear), exactly, for a tail q: only the values beyond a bound the
-    sample gives are partitioned (a few hundred of 100k instead of all of them)."""
-    n = arr.size
-    pos = (n - 1) * q
-    k = int(np.floor(pos))
-    if sample.size >= n or k + 2 > n:
-        return float(np.quantile(arr, q))
-    margin = 2 * min(q, 1 - q) + 50 / sample.size  # the bound leaves the tail with room
-    if q <= 0.5:
-        tail = arr[arr <= np.quantile(sample, min(1.0, q + margin))]
-        first = 0  # rank of the tail's smallest value in arr
-    else:
-        tail = arr[arr >= np.quantile(sample, max(0.0, q - margin))]
-        first = n - tail.size
-    i = k - first
-    if i < 0 or i + 1 >= tail.size:  # the sample misjudged the tail: do it the long way
-        return float(np.quantile(arr, q))
-    part = np.partition(tail, [i, i + 1])
-    a, b, t = part[i], part[i + 1], pos - k
-    return float(b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t)  # numpy's lerp
+def numeric_specs(matrix: np.ndarray, names: Sequence[str], options: Sequence[Mapping],
+                  n_bins: int = 20, range_quantile: float = 0.001) -> list[FeatureSpec]:
+    """Specs of numeric features from their baseline columns (rows x features, NaN missing).
 
-
-def numeric_spec(name: str, values, n_bins: int = 20, low: float | None = None,
-                 high: float | None = None, range_quantile: float = 0.001) -> FeatureSpec:
-    from stats.table import numeric_column  # here: stats.table imports this module
-
-    arr = numeric_column(values)  # the same conversion live batches get
-    arr = arr[np.isfinite(arr)]
-    if arr.size == 0:
-        raise ValueError(f"feature {name!r}: no finite baseline values")
-    # Quantile edges, plus a few in the tails: a tail bin from q95 to the maximum is too wide
-    # to place a p95 inside it, and q0.001 / q0.999 are the default expected range.
-    probs = np.union1d(np.linspace(0, 1, n_bins + 1), TAIL_QUANTILES) if n_bins >= 4 else \
-        np.linspace(0, 1, n_bins + 1)
-    # Bin edges need not be exact quantiles (any fixed edges work; quantiles keep bins
-    # informative), so a sample sets them; the expected range uses every value.
-    sample = arr if arr.size <= EDGE_SAMPLE else arr[:: arr.size // EDGE_SAMPLE]
-    inner = np.quantile(sample, probs[1:-1]) if probs.size > 2 else np.empty(0)
-    lo_q = exact_quantile(arr, range_quantile, sample)
-    hi_q = exact_quantile(arr, 1 - range_quantile, sample)
-    edges = np.unique(np.concatenate([[arr.min()], inner, [arr.max()]]))
-    if edges.size < 2:
-        edges = np.array([edges[0], edges[0]])  # a constant feature: one closed bin [v, v]
-    lo = float(lo_q) if low is None else float(low)
-    hi = float(hi_q) if high is None else float(high)
-    return FeatureSpec(name, NUMERIC, edges=[float(e) for e in edges], low=lo, high=hi,
-                       center=float(arr.mean()))
+    Bin edges at quantiles of a sample (any fixed edges work; quantiles keep bins informative),
+    plus a few in the tails: a tail bin from q95 to the maximum is too wide to place a p95
+    inside it. The outer edges and the expected range (q0.001 / q0.999 by default) are exact,
+    from every value.
+    """
+    summary = summarize(np.ascontiguousarray(matrix, dtype=np.float64), range_quantile)
+    specs = []
+    for j, name in enumerate(names):
+        if summary.n_finite[j] == 0:
+            raise ValueError(f"feature {name!r}: no finite baseline values")
+        o = options[j]
+        bins = o.get("bins", n_bins)
+        probs = np.union1d(np.linspace(0, 1, bins + 1), TAIL_QUANTILES) if bins >= 4 else \
+            np.linspace(0, 1, bins + 1)
+        inner = summary.edge_quantiles(j, probs[1:-1])
+        edges = np.unique(np.concatenate([[summary.minimum[j]], inner, [summary.maximum[j]]]))
+        if edges.size < 2:
+            edges = np.array([edges[0], edges[0]])  # a constant feature: one closed bin [v, v]
+        low = summary.low_quantile[j] if o.get("min") is None else o["min"]
+        high = summary.high_quantile[j] if o.get("max") is None else o["max"]
+        specs.append(FeatureSpec(name, NUMERIC, edges=[float(e) for e in edges], low=float(low),
+                                 high=float(high), center=float(summary.samples[j].mean())))
+    return specs
 
 
 def categorical_spec(name: str, values, top_k: int = 50) -> FeatureSpec:
@@ -252,22 +230,32 @@ class Schema:
         `overrides` per feature: {"min": .., "max": .., "categorical": bool, "bins": int,
         "stat_threshold": .., "outlier_threshold": ..}.
         """
+        from stats.table import numeric_column  # here: stats.table imports this module
+
         columns = columns_from(data, names)
         overrides = overrides or {}
         forced = set(categorical)
-        specs = []
+        specs: dict[str, FeatureSpec] = {}
+        numeric: list[str] = []
         for name, values in columns.items():
-            o = dict(overrides.get(name, {}))
-            is_cat = o.get("categorical", name in forced or _column_is_categorical(values))
-            if is_cat:
-                spec = categorical_spec(name, values, top_k)
+            o = overrides.get(name, {})
+            if o.get("categorical", name in forced or _column_is_categorical(values)):
+                specs[name] = categorical_spec(name, values, top_k)
             else:
-                spec = numeric_spec(name, values, o.get("bins", n_bins), o.get("min"), o.get("max"),
-                                    range_quantile)
-            spec.stat_threshold = o.get("stat_threshold")
-            spec.outlier_threshold = o.get("outlier_threshold")
-            specs.append(spec)
-        return cls(specs)
+                numeric.append(name)
+        if numeric:
+            if isinstance(data, np.ndarray) and data.dtype.kind in "fiu" \
+                    and len(numeric) == len(columns):
+                matrix = data  # all numeric: summarized in place, no copy
+            else:  # the same conversion live batches get
+                matrix = np.column_stack([numeric_column(columns[n]) for n in numeric])
+            options = [overrides.get(n, {}) for n in numeric]
+            specs.update(zip(numeric, numeric_specs(matrix, numeric, options, n_bins,
+                                                    range_quantile)))
+        for name, spec in specs.items():
+            spec.stat_threshold = overrides.get(name, {}).get("stat_threshold")
+            spec.outlier_threshold = overrides.get(name, {}).get("outlier_threshold")
+        return cls([specs[name] for name in columns])
 
     def bin_bounds(self, vmin: np.ndarray, vmax: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper value of every numeric bin (F x B); the tails end at vmin / vmax.
