@@ -29,7 +29,6 @@ from stats.schema import (
     P_LOW,
     P_N_BINS,
     P_N_INNER_EDGES,
-    P_SHIFT,
     SEARCH_WIDTH,
 )
 
@@ -140,41 +139,48 @@ def missing_bin(v, nan_bin):
 
 
 @njit(inline="always")
-def numeric_column(col, m, f, model, params, table, first, counts, score, shift, nan_bin,
-                   use_grid):
-    """Bins, counts, HBOS terms and sums of one feature's m values in a block.
+def value_bin(v, f, model, params, table, first, nan_bin):
+    """The bin of any value of feature f: missing, category or numeric bin."""
+    if v - v != 0.0:
+        return missing_bin(v, nan_bin)
+    if params[P_IS_CAT, f] > 0.0:
+        return category_bin(v, params[P_N_BINS, f])
+    if params[P_GRID_SCALE, f] > 0.0:
+        return grid_bin(v, model, f, table, first, params[P_GRID_LO, f], params[P_GRID_SCALE, f],
+                        params[P_LAST_EDGE, f])
+    return search_bin(v, model, f, params[P_LAST_EDGE, f])
+
+
+@njit(inline="always")
+def numeric_column(col, m, f, model, params, table, first, counts, score, shift, use_grid):
+    """Bins, counts, HBOS terms and sums of one feature's m finite values in a block.
 
     Sums are taken around `shift` (a value of the batch) so the sum of squares cannot cancel
-    catastrophically. Selects, not min()/max(): numba's NaN-aware min is twice as slow.
+    catastrophically. No NaN checks and selects, not min()/max() (numba's NaN-aware min is
+    twice as slow): this loop is most of the kernel's time.
     """
     lo, scale = params[P_GRID_LO, f], params[P_GRID_SCALE, f]
     last_edge, low, high = params[P_LAST_EDGE, f], params[P_LOW, f], params[P_HIGH, f]
     hbos = model[f, SEARCH_WIDTH:]
     cnt = counts[f]
-    k = s1 = s2 = n_low = n_high = 0.0
+    s1 = s2 = n_low = n_high = 0.0
     vmin, vmax = np.inf, -np.inf
     for r in range(m):
         v = col[r]
-        ok = v - v == 0.0  # finite
-        w = v if ok else lo  # the grid's loop must not meet +inf
         if use_grid:
-            b = grid_bin(w, model, f, table, first, lo, scale, last_edge)
+            b = grid_bin(v, model, f, table, first, lo, scale, last_edge)
         else:
-            b = search_bin(w, model, f, last_edge)
-        b = b if ok else missing_bin(v, nan_bin)
+            b = search_bin(v, model, f, last_edge)
         cnt[b] += 1
         score[r] += hbos[b]
-        d = v - shift if ok else 0.0
-        k += 1.0 if ok else 0.0
+        d = v - shift
         s1 += d
         s2 += d * d
-        w = v if ok else np.inf
-        vmin = w if w < vmin else vmin
-        w = v if ok else -np.inf
-        vmax = w if w > vmax else vmax
-        n_low += 1.0 if ok & (v < low) else 0.0  # +-inf is counted as inf, not out of range
-        n_high += 1.0 if ok & (v > high) else 0.0
-    return k, s1, s2, vmin, vmax, n_low, n_high
+        vmin = v if v < vmin else vmin
+        vmax = v if v > vmax else vmax
+        n_low += 1.0 if v < low else 0.0
+        n_high += 1.0 if v > high else 0.0
+    return s1, s2, vmin, vmax, n_low, n_high
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -208,19 +214,10 @@ def _ingest_rows(x, model, params, counts, moments, scores_out):
         score = 0.0
         for f in range(n_features):
             v = x[i, f]
-            is_cat = params[P_IS_CAT, f] > 0.0
-            if v - v != 0.0:
-                b = missing_bin(v, nan_bin)
-            elif is_cat:
-                b = category_bin(v, params[P_N_BINS, f])
-            elif params[P_GRID_SCALE, f] > 0.0:
-                b = grid_bin(v, model, f, table, first, params[P_GRID_LO, f],
-                             params[P_GRID_SCALE, f], params[P_LAST_EDGE, f])
-            else:
-                b = search_bin(v, model, f, params[P_LAST_EDGE, f])
+            b = value_bin(v, f, model, params, table, first, nan_bin)
             counts[f, b] += 1
             score += model[f, SEARCH_WIDTH + b]
-            if b >= nan_bin or is_cat:
+            if b >= nan_bin or params[P_IS_CAT, f] > 0.0:
                 continue
             # Welford: Chan's merge with a batch of one.
             total = moments[f, M_N] + 1.0
@@ -241,6 +238,10 @@ def _ingest_rows(x, model, params, counts, moments, scores_out):
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def _ingest_blocks(x, model, params, counts, moments, scores_out):
+    """Blocks of rows copied into an L1-sized column buffer. A NaN or inf is counted while
+    copying and replaced by a finite value of its column (the column's shift, so it adds
+    nothing to the sums), whose count and HBOS term are taken back after the column's loop:
+    the loops then run without a NaN test per value."""
     n, n_features = x.shape
     nan_bin = counts.shape[1] - 2
     table = model.view(np.uint8)
@@ -250,51 +251,73 @@ def _ingest_blocks(x, model, params, counts, moments, scores_out):
     block = min(n, max(MIN_BLOCK_ROWS, BLOCK_VALUES // n_features))
     columns = np.empty((n_features, block))
     score = np.empty(block)
+    bad_rows = np.empty((n_features, block), np.int64)  # per column, its stand-ins' rows
+    n_bad = np.zeros(n_features, np.int64)
     # Accumulators, one row per quantity, merged into the running moments at the end.
     acc = np.zeros((N_MOMENTS + 1, n_features))
+    any_finite = np.zeros(n_features, np.bool_)
     for f in range(n_features):
-        # Sums are taken around the batch's first finite value (the baseline mean when there is
-        # none): the sum of squares then never cancels catastrophically, constant data included.
-        acc[A_SHIFT, f] = params[P_SHIFT, f]
+        # Sums are taken around the batch's first finite value: the sum of squares then never
+        # cancels catastrophically, constant data included.
         for i in range(n):
             v = x[i, f]
             if v - v == 0.0:
                 acc[A_SHIFT, f] = v
+                any_finite[f] = True
                 break
         acc[A_MIN, f] = np.inf
         acc[A_MAX, f] = -np.inf
     hbos_outliers = 0
     for start in range(0, n, block):
         m = min(block, n - start)
+        n_bad[:] = 0
         for r in range(m):
             for f in range(n_features):
-                columns[f, r] = x[start + r, f]
+                v = x[start + r, f]
+                if v - v != 0.0:
+                    counts[f, missing_bin(v, nan_bin)] += 1
+                    bad_rows[f, n_bad[f]] = r
+                    n_bad[f] += 1
+                    v = acc[A_SHIFT, f]
+                columns[f, r] = v
         score[:m] = 0.0
         for f in range(n_features):
+            if not any_finite[f]:
+                continue  # every value missing: counted while copying, nothing else to add
             col = columns[f]
             if params[P_IS_CAT, f] > 0.0:
                 n_bins = params[P_N_BINS, f]
                 for r in range(m):
-                    v = col[r]
-                    b = category_bin(v, n_bins) if v - v == 0.0 else missing_bin(v, nan_bin)
+                    b = category_bin(col[r], n_bins)
                     counts[f, b] += 1
                     score[r] += model[f, SEARCH_WIDTH + b]
-                continue
-            if params[P_GRID_SCALE, f] > 0.0:
-                k, s1, s2, vmin, vmax, n_low, n_high = numeric_column(
-                    col, m, f, model, params, table, first, counts, score, acc[A_SHIFT, f],
-                    nan_bin, True)
             else:
-                k, s1, s2, vmin, vmax, n_low, n_high = numeric_column(
-                    col, m, f, model, params, table, first, counts, score, acc[A_SHIFT, f],
-                    nan_bin, False)
-            acc[A_N, f] += k
-            acc[A_SUM, f] += s1
-            acc[A_SQ, f] += s2
-            acc[A_MIN, f] = min(acc[A_MIN, f], vmin)
-            acc[A_MAX, f] = max(acc[A_MAX, f], vmax)
-            acc[A_LOW, f] += n_low
-            acc[A_HIGH, f] += n_high
+                if params[P_GRID_SCALE, f] > 0.0:
+                    s1, s2, vmin, vmax, n_low, n_high = numeric_column(
+                        col, m, f, model, params, table, first, counts, score, acc[A_SHIFT, f],
+                        True)
+                else:
+                    s1, s2, vmin, vmax, n_low, n_high = numeric_column(
+                        col, m, f, model, params, table, first, counts, score, acc[A_SHIFT, f],
+                        False)
+                acc[A_N, f] += m - n_bad[f]
+                acc[A_SUM, f] += s1
+                acc[A_SQ, f] += s2
+                acc[A_MIN, f] = min(acc[A_MIN, f], vmin)
+                acc[A_MAX, f] = max(acc[A_MAX, f], vmax)
+                acc[A_LOW, f] += n_low
+                acc[A_HIGH, f] += n_high
+            nb = n_bad[f]
+            if nb:  # take the stand-ins back (the shift is a real value: min and max stand)
+                stand_in = acc[A_SHIFT, f]
+                b = value_bin(stand_in, f, model, params, table, first, nan_bin)
+                counts[f, b] -= nb
+                term = model[f, SEARCH_WIDTH + b]
+                for i in range(nb):
+                    score[bad_rows[f, i]] -= term
+                if params[P_IS_CAT, f] == 0.0:
+                    acc[A_LOW, f] -= nb * (stand_in < params[P_LOW, f])
+                    acc[A_HIGH, f] -= nb * (stand_in > params[P_HIGH, f])
         for r in range(m):
             hbos_outliers += score[r] > hbos_threshold
             if keep_scores:

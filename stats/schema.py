@@ -37,9 +37,9 @@ TAIL_QUANTILES = (0.001, 0.01, 0.025, 0.975, 0.99, 0.999)
 CATEGORICAL = "categorical"
 
 # Columns of Schema.params, read by the numba kernels.
-(P_IS_CAT, P_N_INNER_EDGES, P_LAST_EDGE, P_LOW, P_HIGH, P_SHIFT, P_N_BINS, P_HBOS_THRESHOLD,
- P_GRID_LO, P_GRID_SCALE) = range(10)  # P_GRID_SCALE 0: no grid, binary search
-N_PARAMS = 10
+(P_IS_CAT, P_N_INNER_EDGES, P_LAST_EDGE, P_LOW, P_HIGH, P_N_BINS, P_HBOS_THRESHOLD,
+ P_GRID_LO, P_GRID_SCALE) = range(9)  # P_GRID_SCALE 0: no grid, binary search
+N_PARAMS = 9
 
 
 @dataclass
@@ -50,7 +50,7 @@ class FeatureSpec:
     categories: list[str] = field(default_factory=list)    # categorical: top K
     low: float = -np.inf                                    # expected range (numeric)
     high: float = np.inf
-    center: float = 0.0                                     # baseline mean: keeps sums well conditioned
+    center: float = 0.0                                     # baseline (sample) mean, informational
     # Per-feature thresholds; None takes the DriftConfig default.
     stat_threshold: float | None = None
     outlier_threshold: float | None = None
@@ -190,7 +190,6 @@ class Schema:
                 p[P_N_INNER_EDGES] = edges.size - 1
                 p[P_LAST_EDGE] = edges[-1]
                 p[P_LOW], p[P_HIGH] = f.low, f.high
-                p[P_SHIFT] = f.center
                 self.category_codes.append(None)
         self.is_categorical = self.params[P_IS_CAT] > 0
         self.bins_per_feature = self.params[P_N_BINS].astype(np.int64)
