@@ -21,6 +21,7 @@ from stats.schema import (
     GRID_CELLS,
     GRID_MAX_CROWDED_SHARE,
     P_GRID_LO,
+    P_GRID_ONE_STEP,
     P_GRID_SCALE,
     P_HBOS_THRESHOLD,
     P_HIGH,
@@ -53,6 +54,8 @@ MIN_BLOCK_ROWS = 32
 # Up to this many rows a call goes row by row with no scratch arrays: numba's allocations
 # (~100 ns each) would double a single row's cost.
 SMALL_BATCH = 4
+# Bin lookups of a numeric column (see fill_bin_grids).
+SEARCH, GRID_STEPPING, GRID_ONE_STEP = range(3)
 
 
 @njit(inline="always")
@@ -66,11 +69,13 @@ def grid_cell(v, lo, scale):
 
 @njit(nogil=True, cache=True)
 def fill_bin_grids(model, params, edge_matrix):
-    """Each numeric feature's lookup grid: GRID_CELLS equal cells over [e1, e(k-1)] (inside the
-    extreme edges, so one far-out baseline value cannot stretch the cells), each cell's byte the
-    number of search edges in lower cells. grid_cell is monotone, so that number never exceeds
-    the bin of a value in the cell, and the kernel steps up past the edges sharing its cell.
-    Features with many edges in crowded cells (GRID_MAX_CROWDED_SHARE) keep the search.
+    """Each numeric feature's lookup grid: GRID_CELLS equal cells, e1 in the second and e(k-1)
+    in the last but one (the extreme edges e0 and ek are left out, so one far-out baseline
+    value cannot stretch the cells), each cell's byte the number of search edges in lower
+    cells. grid_cell is monotone, so that number never exceeds the bin of a value in the cell,
+    and the kernel steps up past the edges sharing its cell: one comparison when no cell holds
+    two edges (P_GRID_ONE_STEP), a short loop otherwise. Features with many edges in crowded
+    cells (GRID_MAX_CROWDED_SHARE) keep the binary search.
     """
     table = model.view(np.uint8)
     first = model.shape[1] * 8 - GRID_CELLS
@@ -78,13 +83,15 @@ def fill_bin_grids(model, params, edge_matrix):
     for f in range(model.shape[0]):
         params[P_GRID_LO, f] = 0.0
         params[P_GRID_SCALE, f] = 0.0
+        params[P_GRID_ONE_STEP, f] = 0.0
         if params[P_IS_CAT, f] > 0.0:
             continue
         n_search = int(params[P_N_INNER_EDGES, f])
-        top = n_search - 1 if n_search >= 3 else n_search
         lo = edge_matrix[f, 1 if n_search >= 3 else 0]
-        hi = edge_matrix[f, top]
-        scale = GRID_CELLS / (hi - lo) if hi > lo else 0.0
+        hi = edge_matrix[f, n_search - 1 if n_search >= 3 else n_search]
+        width = (hi - lo) / (GRID_CELLS - 3)
+        lo -= 1.5 * width  # lo's edge mid-way into the second cell, hi's into the last but one
+        scale = 1.0 / width if width > 0.0 else 0.0
         if not (scale > 0.0 and scale < np.inf):
             continue
         per_cell[:] = 0
@@ -101,15 +108,17 @@ def fill_bin_grids(model, params, edge_matrix):
             below += per_cell[c]
         params[P_GRID_LO, f] = lo
         params[P_GRID_SCALE, f] = scale
+        params[P_GRID_ONE_STEP, f] = 1.0 if per_cell.max() <= 1 else 0.0
 
 
 @njit(inline="always")
-def grid_bin(v, model, f, table, first, lo, scale, last_edge):
+def grid_bin(v, model, f, table, first, lo, scale, last_edge, one_step):
     """Bin of a finite v by the grid: the cell's count of lower edges, then past its own."""
     pos = np.int64(table[f, first + grid_cell(v, lo, scale)])
     pos += model[f, pos] <= v
-    while model[f, pos] <= v:  # a third edge in the cell: rare by construction
-        pos += 1
+    if not one_step:  # (a compile-time constant in the block loops)
+        while model[f, pos] <= v:
+            pos += 1
     return pos + (v > last_edge)
 
 
@@ -147,12 +156,12 @@ def value_bin(v, f, model, params, table, first, nan_bin):
         return category_bin(v, params[P_N_BINS, f])
     if params[P_GRID_SCALE, f] > 0.0:
         return grid_bin(v, model, f, table, first, params[P_GRID_LO, f], params[P_GRID_SCALE, f],
-                        params[P_LAST_EDGE, f])
+                        params[P_LAST_EDGE, f], False)
     return search_bin(v, model, f, params[P_LAST_EDGE, f])
 
 
 @njit(inline="always")
-def numeric_column(col, m, f, model, params, table, first, counts, score, shift, use_grid):
+def numeric_column(col, m, f, model, params, table, first, counts, score, shift, lookup):
     """Bins, counts, HBOS terms and sums of one feature's m finite values in a block.
 
     Sums are taken around `shift` (a value of the batch) so the sum of squares cannot cancel
@@ -167,8 +176,10 @@ def numeric_column(col, m, f, model, params, table, first, counts, score, shift,
     vmin, vmax = np.inf, -np.inf
     for r in range(m):
         v = col[r]
-        if use_grid:
-            b = grid_bin(v, model, f, table, first, lo, scale, last_edge)
+        if lookup == GRID_ONE_STEP:
+            b = grid_bin(v, model, f, table, first, lo, scale, last_edge, True)
+        elif lookup == GRID_STEPPING:
+            b = grid_bin(v, model, f, table, first, lo, scale, last_edge, False)
         else:
             b = search_bin(v, model, f, last_edge)
         cnt[b] += 1
@@ -292,14 +303,17 @@ def _ingest_blocks(x, model, params, counts, moments, scores_out):
                     counts[f, b] += 1
                     score[r] += model[f, SEARCH_WIDTH + b]
             else:
-                if params[P_GRID_SCALE, f] > 0.0:
+                # One specialised loop per lookup (the constant folds the branch away).
+                shift = acc[A_SHIFT, f]
+                if params[P_GRID_ONE_STEP, f] > 0.0:
                     s1, s2, vmin, vmax, n_low, n_high = numeric_column(
-                        col, m, f, model, params, table, first, counts, score, acc[A_SHIFT, f],
-                        True)
+                        col, m, f, model, params, table, first, counts, score, shift, GRID_ONE_STEP)
+                elif params[P_GRID_SCALE, f] > 0.0:
+                    s1, s2, vmin, vmax, n_low, n_high = numeric_column(
+                        col, m, f, model, params, table, first, counts, score, shift, GRID_STEPPING)
                 else:
                     s1, s2, vmin, vmax, n_low, n_high = numeric_column(
-                        col, m, f, model, params, table, first, counts, score, acc[A_SHIFT, f],
-                        False)
+                        col, m, f, model, params, table, first, counts, score, shift, SEARCH)
                 acc[A_N, f] += m - n_bad[f]
                 acc[A_SUM, f] += s1
                 acc[A_SQ, f] += s2
