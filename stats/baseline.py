@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stats.schema import NUMERIC, Schema, columns_from
+from stats.schema import Schema, columns_from
 from stats.state import HBOS_OUTLIER_ROWS, StreamState
 from stats.table import to_batch
 
@@ -20,20 +20,22 @@ def hbos_log_density(schema: Schema, counts: np.ndarray) -> np.ndarray:
     The underflow and overflow bins, empty in the baseline, take the mean inner width, so a
     value beyond the baseline's range scores as rare as a pseudo-count allows.
     """
-    out = np.zeros((schema.n_features, schema.n_bins + 2))
-    for i, f in enumerate(schema.features):
-        nb = f.n_bins
-        c = counts[i, :nb].astype(np.float64)
-        p = (c + HBOS_SMOOTHING) / (c.sum() + HBOS_SMOOTHING * nb)
-        if f.kind == NUMERIC:
-            e = np.asarray(f.edges)
-            inner = np.diff(e)
-            span = e[-1] - e[0]
-            floor = max(span * 1e-6, 1e-12)
-            mean_width = max(inner.mean() if inner.size else floor, floor)
-            widths = np.concatenate([[mean_width], np.maximum(inner, floor), [mean_width]])
-            p = p / widths
-        out[i, :nb] = -np.log(p)
+    n_bins, valid = schema.bins_per_feature, schema.bin_valid
+    width = schema.n_bins
+    c = np.where(valid, counts[:, :width], 0).astype(np.float64)
+    p = (c + HBOS_SMOOTHING) / (c.sum(axis=1) + HBOS_SMOOTHING * n_bins)[:, None]
+    e = schema.edge_matrix  # e0..ek, padded with ek: the padding adds zero widths
+    inner = np.diff(e, axis=1)
+    floor = np.maximum((e[:, -1] - e[:, 0]) * 1e-6, 1e-12)
+    n_inner = np.maximum(n_bins - 2, 1)
+    mean_width = np.maximum(np.where(n_bins > 2, inner.sum(axis=1) / n_inner, floor), floor)
+    widths = np.ones((schema.n_features, width))
+    widths[:, 1: 1 + inner.shape[1]] = np.maximum(inner, floor[:, None])
+    widths[:, 0] = mean_width
+    widths[np.arange(schema.n_features), n_bins - 1] = mean_width
+    widths[schema.is_categorical] = 1.0
+    out = np.zeros((schema.n_features, width + 2))
+    out[:, :width] = np.where(valid, -np.log(p / widths), 0.0)
     return out
 
 
