@@ -16,6 +16,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,16 @@ def columns_from(data, names: Sequence[str] | None = None) -> dict[str, list | n
     return {name: [r[i] if i < len(r) else None for r in rows] for i, name in enumerate(names)}
 
 
+@lru_cache(maxsize=16)
+def edge_probabilities(n_bins: int) -> np.ndarray:
+    """Probabilities of a numeric feature's inner edges: n_bins equal steps, plus the tail
+    quantiles when there are enough bins for them to matter."""
+    probs = np.linspace(0, 1, n_bins + 1)
+    if n_bins >= 4:
+        probs = np.union1d(probs, TAIL_QUANTILES)
+    return probs[1:-1]
+
+
 def numeric_specs(matrix: np.ndarray, names: Sequence[str], options: Sequence[Mapping],
                   n_bins: int = 20, range_quantile: float = 0.001) -> list[FeatureSpec]:
     """Specs of numeric features from their baseline columns (rows x features, NaN missing).
@@ -127,10 +138,7 @@ def numeric_specs(matrix: np.ndarray, names: Sequence[str], options: Sequence[Ma
         if summary.n_finite[j] == 0:
             raise ValueError(f"feature {name!r}: no finite baseline values")
         o = options[j]
-        bins = o.get("bins", n_bins)
-        probs = np.union1d(np.linspace(0, 1, bins + 1), TAIL_QUANTILES) if bins >= 4 else \
-            np.linspace(0, 1, bins + 1)
-        inner = summary.edge_quantiles(j, probs[1:-1])
+        inner = summary.edge_quantiles(j, edge_probabilities(o.get("bins", n_bins)))
         edges = np.unique(np.concatenate([[summary.minimum[j]], inner, [summary.maximum[j]]]))
         if edges.size < 2:
             edges = np.array([edges[0], edges[0]])  # a constant feature: one closed bin [v, v]

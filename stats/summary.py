@@ -50,11 +50,11 @@ def _scan_tails(x, lo_bound, hi_bound, cap):
     n_high = np.zeros(k, np.int64)
     n_bad = np.zeros(k, np.int64)
     for i in range(n):
-        hit = False
+        inside = True
         for j in range(k):
             v = x[i, j]
-            hit |= not (v > lo_bound[j] and v < hi_bound[j])  # NaN too
-        if not hit:
+            inside &= (v > lo_bound[j]) & (v < hi_bound[j])  # NaN is not inside
+        if inside:
             continue
         for j in range(k):
             v = x[i, j]
