@@ -120,7 +120,9 @@ def edge_probabilities(n_bins: int) -> np.ndarray:
     probs = np.linspace(0, 1, n_bins + 1)
     if n_bins >= 4:
         probs = np.union1d(probs, TAIL_QUANTILES)
-    return probs[1:-1]
+    inner = probs[1:-1]
+    inner.flags.writeable = False  # shared by every caller
+    return inner
 
 
 def numeric_specs(matrix: np.ndarray, names: Sequence[str], options: Sequence[Mapping],
