@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from numba import njit
-from scipy import special, stats
+from scipy import special
 
 from stats.kernels import M_HIGH, M_LOW
 from stats.schema import CATEGORICAL
@@ -146,19 +146,26 @@ def ks_pvalue(d: np.ndarray, n_p: np.ndarray, n_q: np.ndarray) -> np.ndarray:
     return special.kolmogorov(np.sqrt(en) * d)
 
 
-def hist_quantile(shares: np.ndarray, cdf: np.ndarray, prob: float, lower: np.ndarray,
-                  upper: np.ndarray):
+@njit(nogil=True, cache=True, error_model="numpy")
+def hist_quantile(shares, cdf, prob, lower, upper):
     """Quantile per row from a histogram's bin shares and their cumulative sum, linear inside
-    the bin; also the density there."""
-    idx = np.argmax(cdf >= prob - 1e-12, axis=1)
-    rows = np.arange(shares.shape[0])
-    before = np.where(idx > 0, cdf[rows, np.maximum(idx - 1, 0)], 0.0)
-    share = shares[rows, idx]
-    frac = np.where(share > 0, (prob - before) / np.where(share > 0, share, 1), 0.5)
-    width = upper[rows, idx] - lower[rows, idx]
-    value = lower[rows, idx] + np.clip(frac, 0, 1) * width
-    with np.errstate(divide="ignore", invalid="ignore"):
-        density = np.where(width > 0, share / width, np.inf)
+    the bin; also the density there (inf for a zero-width bin)."""
+    n_rows, width = shares.shape
+    value = np.empty(n_rows)
+    density = np.empty(n_rows)
+    for f in range(n_rows):
+        idx = 0
+        while idx < width - 1 and not cdf[f, idx] >= prob - 1e-12:
+            idx += 1
+        if not cdf[f, idx] >= prob - 1e-12:
+            idx = 0  # no bin reaches prob (an empty histogram): the first, as argmax would
+        before = cdf[f, idx - 1] if idx > 0 else 0.0
+        share = shares[f, idx]
+        frac = (prob - before) / share if share > 0 else 0.5
+        frac = min(max(frac, 0.0), 1.0)
+        w = upper[f, idx] - lower[f, idx]
+        value[f] = lower[f, idx] + frac * w
+        density[f] = share / w if w > 0 else np.inf
     return value, density
 
 
@@ -287,7 +294,7 @@ def evaluate(reference: StreamState, current: StreamState,
     spread = np.where(np.isfinite(sd_r) & (sd_r > 0), sd_r, 1.0)
     w1 = cmp[:, C_W1] / spread
     chi_v = cmp[:, C_CHI2]
-    chi_p = stats.chi2.sf(chi_v, cmp[:, C_CHI2_DOF])
+    chi_p = special.chdtrc(cmp[:, C_CHI2_DOF], chi_v)  # chi2.sf without scipy.stats' overhead
 
     # Key statistics with standard errors of the difference.
     stat_thr = np.where(np.isnan(schema.stat_thresholds), cfg.stat_threshold, schema.stat_thresholds)
@@ -320,7 +327,7 @@ def evaluate(reference: StreamState, current: StreamState,
             diff = cur_s - ref_s
             change = diff / base
             moved = (numeric & enough & np.isfinite(change) & (np.abs(change) >= stat_thr)
-                     & (np.abs(diff) >= cfg.z * np.nan_to_num(se, nan=np.inf)))
+                     & (np.abs(diff) >= cfg.z * np.where(np.isnan(se), np.inf, se)))
             statistics[name] = {"reference": ref_s, "current": cur_s, "change": change,
                                 "std_error": se, "moved": moved}
     stat_drift = np.zeros(len(is_cat), dtype=bool)
