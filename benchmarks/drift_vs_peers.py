@@ -12,7 +12,9 @@ reference, takes in the current data and says which features drifted.
 The peers are not driftgate dependencies: run them from any interpreter that has them,
     pip install evidently 'pandas<3' whylogs   # into some venv
     python benchmarks/drift_vs_peers.py --peers-python /path/to/that/venv/bin/python
-Every job runs in its own fresh process (imports excluded from the timing), pinned to one core.
+Every job runs in its own fresh process (imports excluded from the timing), pinned to one core;
+stats/' job, after a warm-up on a tenth of the data loads its numba functions from the cache,
+runs in --our-runs fresh processes and the median is reported.
 """
 
 from __future__ import annotations
@@ -111,6 +113,8 @@ def main() -> int:
     parser.add_argument("--peers-python", default=sys.executable,
                         help="interpreter with evidently and whylogs installed")
     parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--our-runs", type=int, default=5,
+                        help="fresh processes timing stats/ (the median is reported)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -124,7 +128,14 @@ def main() -> int:
     np.save(tmp / "ref.npy", reference)
     np.save(tmp / "cur.npy", current)
 
-    ours = run_job(sys.executable, OURS, tmp / "ref.npy", tmp / "cur.npy")
+    # Ours takes ~25 ms, where this VM's swings are a third of the figure: the median of
+    # several fresh processes (each still a single timed job) instead of one draw.
+    runs = [run_job(sys.executable, OURS, tmp / "ref.npy", tmp / "cur.npy")
+            for _ in range(args.our_runs)]
+    ours = next((r for r in runs if "error" in r), None) or dict(
+        sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2])
+    if "seconds" in ours:
+        ours["spread"] = (min(r["seconds"] for r in runs), max(r["seconds"] for r in runs))
     results = {"stats/ (driftgate)": ours,
                "Evidently DataDriftPreset": run_job(args.peers_python, EVIDENTLY, tmp / "ref.npy",
                                                     tmp / "cur.npy"),
@@ -144,6 +155,9 @@ def main() -> int:
             extra = (f" (profile of current alone {r['profile_seconds']:.2f} s: "
                      f"{r['profile_seconds'] / ours['seconds']:.0f}x)")
         faster = "-" if r is ours else f"{ratio:.0f}x"
+        if "spread" in r:
+            extra = (f" (median of {args.our_runs} processes, "
+                     f"{r['spread'][0] * 1e3:.0f}-{r['spread'][1] * 1e3:.0f} ms)")
         exact = "yes" if r["flagged"] == SHIFTED else "no"
         lines.append(f"| {name} | {r['seconds']:.3f} | {faster}{extra} "
                      f"| {', '.join(r['flagged']) or 'none'} | {exact} |")
