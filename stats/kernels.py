@@ -151,13 +151,15 @@ def missing_bin(v, nan_bin):
 def value_bin(v, f, model, params, table, first, nan_bin):
     """The bin of any value of feature f: missing, category or numeric bin."""
     if v - v != 0.0:
-        return missing_bin(v, nan_bin)
-    if params[P_IS_CAT, f] > 0.0:
-        return category_bin(v, params[P_N_BINS, f])
-    if params[P_GRID_SCALE, f] > 0.0:
-        return grid_bin(v, model, f, table, first, params[P_GRID_LO, f], params[P_GRID_SCALE, f],
-                        params[P_LAST_EDGE, f], False)
-    return search_bin(v, model, f, params[P_LAST_EDGE, f])
+        b = missing_bin(v, nan_bin)
+    elif params[P_IS_CAT, f] > 0.0:
+        b = category_bin(v, params[P_N_BINS, f])
+    elif params[P_GRID_SCALE, f] > 0.0:
+        b = grid_bin(v, model, f, table, first, params[P_GRID_LO, f], params[P_GRID_SCALE, f],
+                     params[P_LAST_EDGE, f], False)
+    else:
+        b = search_bin(v, model, f, params[P_LAST_EDGE, f])
+    return b
 
 
 # Its own compiled function (not inlined): the hot loop gets registers to itself, measured
@@ -228,10 +230,21 @@ def _ingest_rows(x, model, params, counts, moments, scores_out):
         score = 0.0
         for f in range(n_features):
             v = x[i, f]
-            b = value_bin(v, f, model, params, table, first, nan_bin)
+            # value_bin spelled out: called here (an inline function calling inline functions)
+            # it makes a single row's call ~0.2 us (25%) slower.
+            is_cat = params[P_IS_CAT, f] > 0.0
+            if v - v != 0.0:
+                b = missing_bin(v, nan_bin)
+            elif is_cat:
+                b = category_bin(v, params[P_N_BINS, f])
+            elif params[P_GRID_SCALE, f] > 0.0:
+                b = grid_bin(v, model, f, table, first, params[P_GRID_LO, f],
+                             params[P_GRID_SCALE, f], params[P_LAST_EDGE, f], False)
+            else:
+                b = search_bin(v, model, f, params[P_LAST_EDGE, f])
             counts[f, b] += 1
             score += model[f, SEARCH_WIDTH + b]
-            if b >= nan_bin or params[P_IS_CAT, f] > 0.0:
+            if b >= nan_bin or is_cat:
                 continue
             # Welford: Chan's merge with a batch of one.
             total = moments[f, M_N] + 1.0
