@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from stats.drift import hist_quantile
+
 SCORE_BINS = 1000
 LATENCY_EDGES = np.geomspace(1e-4, 100.0, 241)  # seconds: 0.1 ms .. 100 s, ~6% per bin
 
@@ -144,23 +146,14 @@ def latency_bins(seconds: np.ndarray) -> np.ndarray:
 
 
 def histogram_quantiles(hist: np.ndarray, edges: np.ndarray, qs) -> list[float]:
-    """Quantiles from a histogram with underflow/overflow bins, linear within a bin."""
+    """Quantiles from a histogram with underflow/overflow bins, linear within a bin (the
+    underflow reads as edges[0], the overflow as edges[-1]); NaN for an empty histogram."""
     hist = np.asarray(hist, dtype=np.float64)
     total = hist.sum()
     if total <= 0:
         return [float("nan")] * len(qs)
-    cum = np.cumsum(hist)
-    out = []
-    for q in qs:
-        target = q * total
-        i = int(np.searchsorted(cum, target, side="left"))
-        if i == 0:
-            out.append(float(edges[0]))
-        elif i >= len(edges):
-            out.append(float(edges[-1]))
-        else:
-            lo, hi = edges[i - 1], edges[i]
-            before = cum[i - 1]
-            frac = (target - before) / hist[i] if hist[i] else 0.0
-            out.append(float(lo + (hi - lo) * frac))
-    return out
+    shares = (hist / total)[None, :]
+    lower = np.concatenate([edges[:1], edges])[None, :]
+    upper = np.concatenate([edges, edges[-1:]])[None, :]
+    cdf = np.cumsum(shares, axis=1)
+    return [float(hist_quantile(shares, cdf, q, lower, upper)[0][0]) for q in qs]
