@@ -103,6 +103,29 @@ def gateway_yaml(upstreams: dict[str, str], routes: list[tuple[str, str, str]], 
     return "\n".join(lines) + "\n" + extra
 
 
+def churn_monitor_yaml(model_url: str, state_dir: Path, alerts: str) -> str:
+    """A gateway with one monitored KServe V1 route to the demo churn model (baseline
+    train.csv beside the config, every demo feature watched); `alerts` is the alerts block."""
+    from gateway.demo_model import FEATURES
+
+    return f"""
+server: {{port: {free_port()}}}
+admin: {{port: {free_port()}}}
+logging: {{format: json, access_log: {{enabled: false}}}}
+state_dir: {state_dir}
+upstreams:
+  churn-v1: {{url: "{model_url}"}}
+routes:
+  - name: churn
+    match: {{path_prefix: /v1/models/churn}}
+    upstream: churn-v1
+    protocol: kserve-v1
+    monitor: {{baseline: train.csv, features: [{", ".join(FEATURES)}]}}
+alerts:
+{alerts}
+"""
+
+
 def run_cli(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env={**os.environ, **kwargs.pop("env", {})},

@@ -7,9 +7,9 @@ import httpx
 import numpy as np
 
 from gateway.demo import write_baseline
-from gateway.demo_model import FEATURES, build_model_app, synthetic_rows
+from gateway.demo_model import build_model_app, synthetic_rows
 from tests.peers import require_binary
-from tests.servers import AppServer, GatewayServer, Recorder, free_port, wait_port
+from tests.servers import AppServer, GatewayServer, Recorder, churn_monitor_yaml, free_port, wait_port
 
 
 def test_drift_alert_reaches_a_webhook_through_alertmanager(tmp_path):
@@ -36,24 +36,10 @@ receivers:
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     model = AppServer(build_model_app("churn"))
     write_baseline(tmp_path / "train.csv", 5000, seed=3)
-    cfg = f"""
-server: {{port: {free_port()}}}
-admin: {{port: {free_port()}}}
-logging: {{format: json, access_log: {{enabled: false}}}}
-state_dir: {tmp_path / "state"}
-upstreams:
-  churn-v1: {{url: "{model.url}"}}
-routes:
-  - name: churn
-    match: {{path_prefix: /v1/models/churn}}
-    upstream: churn-v1
-    protocol: kserve-v1
-    monitor: {{baseline: train.csv, features: [{", ".join(FEATURES)}]}}
-alerts:
+    cfg = churn_monitor_yaml(model.url, tmp_path / "state", f"""
   evaluate_every: 1s
   sinks:
-    am: {{type: alertmanager, url: "http://127.0.0.1:{am_port}"}}
-"""
+    am: {{type: alertmanager, url: "http://127.0.0.1:{am_port}"}}""")
     gw = GatewayServer(cfg, config_dir=tmp_path)
     try:
         wait_port(am_port, 30)

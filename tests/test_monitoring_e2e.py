@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.demo import write_baseline
 from gateway.demo_model import FEATURES, build_model_app, synthetic_rows
-from tests.servers import AppServer, GatewayServer, Recorder, free_port
+from tests.servers import AppServer, GatewayServer, Recorder, churn_monitor_yaml
 
 
 class Traffic:
@@ -52,25 +52,9 @@ def stack(tmp_path):
     hook = Recorder()
     receiver = AppServer(hook)
     write_baseline(tmp_path / "train.csv", seed=123)
-    cfg = f"""
-server: {{port: {free_port()}}}
-admin: {{port: {free_port()}}}
-logging: {{format: json, access_log: {{enabled: false}}}}
-state_dir: {tmp_path / "state"}
-upstreams:
-  churn-v1: {{url: "{model.url}"}}
-routes:
-  - name: churn
-    match: {{path_prefix: /v1/models/churn}}
-    upstream: churn-v1
-    protocol: kserve-v1
-    monitor:
-      baseline: train.csv
-      features: [tenure_months, monthly_charges, support_calls, usage_gb, plan]
-alerts:
+    cfg = churn_monitor_yaml(model.url, tmp_path / "state", f"""
   sinks:
-    hook: {{type: webhook, url: "{receiver.url}/hook"}}
-"""
+    hook: {{type: webhook, url: "{receiver.url}/hook"}}""")
     gw = GatewayServer(cfg, config_dir=tmp_path)
     yield gw, hook
     gw.stop()
