@@ -19,6 +19,7 @@ from gateway.experiment_book import RouteExperiment
 from gateway.logs import get_logger
 from gateway.monitor import RouteMonitor, SideModel
 from stats import DriftReport, evaluate
+from stats.quality import sample_size
 from stats.schema import CATEGORICAL
 
 GAUGE_METRICS = ("psi", "jensen_shannon", "wasserstein", "ks", "mean_change", "std_change",
@@ -157,9 +158,7 @@ class Evaluator:
             metric = rule.metric or ""
             for variant, view in quality.items():
                 value = view["metrics"].get(metric)
-                counts = view["counts"]
-                enough = max(counts["labels"], counts["regression_labels"], counts["rewards"]) \
-                    >= fb.min_labels
+                enough = sample_size(metric, view["counts"]) >= fb.min_labels
                 active = value is not None and enough and (
                     (rule.below is not None and value < rule.below)
                     or (rule.above is not None and value > rule.above))

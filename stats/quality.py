@@ -109,6 +109,20 @@ class QualityLayout:
                 "rewards": float(self.part(tally, "reward")[0])}
 
 
+REGRESSION_METRICS = frozenset({"mae", "rmse", "bias", "regression_labels"})
+REWARD_METRICS = frozenset({"mean_reward", "rewards"})
+
+
+def sample_size(metric: str, counts: dict[str, float]) -> float:
+    """How many labels stand behind `metric`, from QualityLayout.counts: regression metrics
+    count values, reward metrics rewards, every other metric classification labels."""
+    if metric in REGRESSION_METRICS:
+        return counts["regression_labels"]
+    if metric in REWARD_METRICS:
+        return counts["rewards"]
+    return counts["labels"]
+
+
 def classification_metrics(confusion: np.ndarray) -> dict[str, float]:
     """Accuracy, macro precision/recall/F1 (over classes that occur in truth or predictions)
     and, per class c, precision_c / recall_c / f1_c. Rows are truth, columns predicted."""

@@ -78,3 +78,28 @@ def test_experiment_state_survives_a_restart(tmp_path):
     after = again.report(1_800_000_000.0)
     assert after["variants"] == before["variants"]
     assert after["since"] == before["since"]
+
+
+def test_a_rule_counts_the_labels_of_its_own_metric(tmp_path):
+    """A route taking both class labels and regression values: an MAE rule waits for
+    min_labels regression values, however many class labels have come."""
+    cfg = parse_config(CONFIG.replace(
+        "metric: accuracy, below: 0.95, for: 30m", "metric: mae, above: 1.0, for: 0s"))
+    exp = RouteExperiment(cfg.routes[0], tmp_path)
+    evaluator = Evaluator(cfg, {}, MonitorMetrics(), None, {"churn": exp})
+    rng = np.random.default_rng(2)
+    now = 1_800_000_000.0
+
+    def values(n: int) -> None:  # predictions 3.0 off: MAE 3, far above the rule's 1.0
+        truth = rng.normal(10, 1, n)
+        exp.record_labels("candidate", "value", truth, np.zeros(n, np.int32), truth + 3.0,
+                          np.full(n, np.nan), now)
+
+    label(exp, "candidate", 500, 0.9, now, rng)
+    values(50)
+    evaluator.run(now)
+    assert not evaluator.book.firing(), "50 values are below min_labels (200)"
+    values(200)
+    evaluator.run(now + 1)
+    [alert] = evaluator.book.firing()
+    assert alert.payload("firing", now)["metric"] == "mae"
