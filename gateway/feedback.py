@@ -92,12 +92,18 @@ class FeedbackDesk:
         if path is not None and self.store.load(path):
             metrics.feedback_store_rows.set(len(self.store))
         self._evicted_seen = self.store.evicted
+        self._changed = False  # predictions stored or labelled since the last save
 
     def save(self) -> None:
-        if self.path is not None:
-            self.flush()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.store.save(self.path)
+        """Write the store when it changed since the last save: with the experiment tallies
+        every `monitoring.persist_every` (so a crash of the monitor process loses at most
+        that much) and at a clean stop."""
+        self.flush()
+        if self.path is None or not self._changed:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.store.save(self.path)
+        self._changed = False
 
     # -- predictions, from the captures ----------------------------------------------------
     def remember(self, route: str, variant: str, request_id: bytes, at: float,
@@ -118,6 +124,7 @@ class FeedbackDesk:
                        np.array([x[1] for x in p]), np.array([x[2] for x in p]),
                        np.array([x[3] for x in p]), np.concatenate([x[4] for x in p]),
                        np.concatenate([x[5] for x in p]), np.concatenate([x[6] for x in p]))
+        self._changed = True
         self.metrics.feedback_store_rows.set(len(self.store))
         if self.store.evicted != self._evicted_seen:
             self.metrics.feedback_store_evicted.inc(self.store.evicted - self._evicted_seen)
@@ -142,6 +149,7 @@ class FeedbackDesk:
             code, outcome = self._one(item, now, joins)
             self.metrics.feedback(outcome["status"]).inc()
             results.append((code, outcome))
+        self._changed |= bool(joins)
         for (group, kind), (truth, slots) in joins.items():
             route, variant = self.store.group_names[group]
             s = np.asarray(slots)

@@ -213,11 +213,18 @@ class MonitorCore:
         self.log = get_logger()
 
     def persist(self) -> None:
+        """Windows, references and experiment tallies, and the predictions waiting for labels
+        (saved together, so a label counted in a tally is marked in the store)."""
         for owner in (*self.monitors.values(), *self.experiments.values()):
             try:
                 owner.save()
             except OSError as exc:
                 self.log.warning("cannot save monitor state", route=owner.name, error=str(exc))
+        if self.desk is not None:
+            try:
+                self.desk.save()
+            except OSError as exc:
+                self.log.warning("cannot save the predictions waiting for labels", error=str(exc))
 
     def process(self, items: list[tuple]) -> bool:
         """Decode and ingest one batch of captures. Returns whether there was anything."""

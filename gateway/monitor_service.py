@@ -141,12 +141,7 @@ async def serve() -> int:
                 answer = (500, {"error": f"monitor could not answer: {exc}"})
             send("answer", (token, answer))
     ticker.cancel()
-    core.persist()
-    if core.desk is not None:
-        try:
-            core.desk.save()  # labels for answers given before a restart still find them
-        except OSError as exc:
-            log.warning("cannot save the predictions waiting for labels", error=str(exc))
+    core.persist()  # labels for answers given before a restart still find them
     evaluator.run(time.time())
     send("metrics", generate_latest(metrics.registry))
     send("snapshot", evaluator.snapshot())

@@ -89,6 +89,7 @@ class PredictionStore:
         self.labelled = np.zeros(capacity, np.bool_)
         self.index = Dict.empty(types.int64, types.int64)
         self.head = 0
+        self.filled = 0  # slots ever written: the ring's used prefix, all once it wrapped
         self.evicted = 0
         self.group_names: list[tuple[str, str]] = []
         self._group_ids: dict[tuple[str, str], int] = {}
@@ -106,21 +107,27 @@ class PredictionStore:
     def put(self, base_keys: np.ndarray, rows: np.ndarray, at: np.ndarray, groups: np.ndarray,
             classes: np.ndarray, values: np.ndarray, scores: np.ndarray) -> None:
         """Requests (base key, row count, time, group), then their rows' predictions."""
+        before = self.head
         self.head, evicted = _put(
             self.index, self.keys, self.times, self.groups, self.classes, self.values, self.scores,
             self.labelled, self.head, self.capacity, base_keys.astype(np.int64),
             rows.astype(np.int64), at.astype(np.float64), groups.astype(np.int32),
             classes.astype(np.int32), values.astype(np.float64), scores.astype(np.float32))
         self.evicted += evicted
+        wrapped = self.head < before or int(rows.sum()) >= self.capacity
+        self.filled = self.capacity if wrapped else max(self.filled, self.head)
 
     # -- persistence: a clean stop keeps the predictions still waiting for labels -----------
     _ARRAYS = ("keys", "times", "groups", "classes", "values", "scores", "labelled")
 
     def save(self, path) -> None:
+        """The used prefix of the ring (all of it once it wrapped: 37 MB at 1,000,000 rows)."""
         tmp = path.with_suffix(".tmp.npz")
+        n = self.filled
         np.savez(tmp, head=np.array(self.head), evicted=np.array(self.evicted),
+                 capacity=np.array(self.capacity),
                  group_names=np.array(["\t".join(g) for g in self.group_names] or [""]),
-                 **{name: getattr(self, name) for name in self._ARRAYS})
+                 **{name: getattr(self, name)[:n] for name in self._ARRAYS})
         tmp.replace(path)
 
     def load(self, path) -> bool:
@@ -128,11 +135,13 @@ class PredictionStore:
         if not path.exists():
             return False
         with np.load(path) as z:
-            if z["keys"].shape != (self.capacity,):
+            capacity = int(z["capacity"]) if "capacity" in z else z["keys"].shape[0]
+            if capacity != self.capacity:
                 return False
+            n = z["keys"].shape[0]
             for name in self._ARRAYS:
-                getattr(self, name)[:] = z[name]
-            self.head, self.evicted = int(z["head"]), int(z["evicted"])
+                getattr(self, name)[:n] = z[name]
+            self.head, self.evicted, self.filled = int(z["head"]), int(z["evicted"]), n
             saved = [tuple(str(g).split("\t")) for g in z["group_names"] if str(g)]
         remap = np.array([self.group(route, variant) for route, variant in saved] or [0], np.int32)
         self.groups[:] = remap[self.groups]

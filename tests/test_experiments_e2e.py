@@ -2,6 +2,8 @@
 gateway's /feedback, the verdict read from the admin port's /experiments."""
 
 import asyncio
+import os
+import signal
 import time
 
 import httpx
@@ -224,6 +226,35 @@ def test_labels_find_their_predictions_after_a_restart(tmp_path):
         report = httpx.get(f"{gw.admin_url}/experiments/churn", timeout=10).json()
         assert sum(v["labels"]["labels"] for v in report["variants"].values()) == 1
         assert sum(v["requests"] for v in report["variants"].values()) == 1  # tallies kept too
+    finally:
+        gw.stop()
+        model.stop()
+
+
+def test_labels_find_their_predictions_after_the_monitor_process_is_killed(tmp_path):
+    """kill -9 of the monitor process: the gateway starts a new one, which finds the
+    predictions saved at the last `persist_every` (here 1 s) and takes their labels."""
+    model = AppServer(build_model_app("churn", seed=1))
+    gw = GatewayServer(split_config(tmp_path, model.url, model.url,
+                                    extra="monitoring: {persist_every: 1s}"))
+    try:
+        r = httpx.post(f"{gw.url}/v1/models/churn:predict",
+                       json={"instances": [[12, 70.5, 2, 21.3, "basic"]]}, timeout=10)
+        rid = r.headers["x-request-id"]
+        saved = tmp_path / "state" / "predictions.npz"
+        deadline = time.monotonic() + 15
+        while not saved.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert saved.exists(), "no periodic save of the predictions"
+        link = gw.gateway.runtime.monitor
+        old_pid = link._proc.pid
+        os.kill(old_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not (link.alive and link._proc.pid != old_pid and link._ready.is_set()):
+            assert time.monotonic() < deadline, "the monitor process was not started again"
+            time.sleep(0.2)
+        r = httpx.post(f"{gw.url}/feedback", json={"request_id": rid, "label": 1}, timeout=10)
+        assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
     finally:
         gw.stop()
         model.stop()

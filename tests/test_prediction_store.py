@@ -68,3 +68,23 @@ def test_save_and_load_keep_rows_and_match_groups_by_name(tmp_path):
     assert status == FOUND and again.group_names[again.groups[slot]] == ("r", "candidate")
     assert again.values[slot] == 0.2 and len(again) == 2
     assert not PredictionStore(capacity=16).load(tmp_path / "p.npz")  # another capacity: fresh
+
+
+def test_a_save_writes_the_used_part_of_the_ring_and_loads_whole(tmp_path):
+    store = PredictionStore(capacity=1000, ttl=100)
+    put(store, ["a", "b"], [3, 2], at=0)
+    store.save(tmp_path / "p.npz")
+    with np.load(tmp_path / "p.npz") as z:
+        assert z["keys"].shape == (5,)  # five rows written, not the thousand slots
+    again = PredictionStore(capacity=1000, ttl=100)
+    assert again.load(tmp_path / "p.npz")
+    assert again.find("a", 2, now=1)[0] == FOUND and again.find("b", 1, now=1)[0] == FOUND
+    put(again, ["c"], [1], at=2)  # the ring goes on where it stopped
+    assert again.find("c", 0, now=3)[0] == FOUND and again.find("a", 0, now=3)[0] == FOUND
+    small = PredictionStore(capacity=4, ttl=100)
+    put(small, ["x", "y", "z"], [2, 2, 2], at=0)  # wrapped: every slot is saved
+    small.save(tmp_path / "s.npz")
+    back = PredictionStore(capacity=4, ttl=100)
+    assert back.load(tmp_path / "s.npz")
+    assert [back.find(k, r, now=1)[0] for k, r in (("y", 0), ("z", 1), ("x", 0))] == [
+        FOUND, FOUND, UNKNOWN]
