@@ -47,6 +47,11 @@ class DriftConfig:
     # The distribution rule needs more: Wasserstein-1 of a few hundred values of a heavy-tailed
     # feature passes 0.1 sd on noise alone now and then; the key statistics guard themselves.
     distance_min_samples: int = 1000
+    # The std's z guard assumes its sampling error is near normal; with heavy tails a few
+    # extreme values decide a window's std (lognormal sigma 1.5: 65% of windows of 3,000
+    # identical rows "moved" at 4 sd). The std rule waits for this many values per unit of
+    # (kurtosis - 1): 200 for a normal feature, ~6,000 for lognormal sigma 1.
+    std_values_per_kurtosis: float = 100.0
     psi_epsilon: float = 1e-4
 
 
@@ -301,13 +306,15 @@ def evaluate(reference: StreamState, current: StreamState,
     cur_lower, cur_upper = schema.bin_bounds(current.minimum, current.maximum)
     statistics: dict[str, dict[str, np.ndarray]] = {}
     sd_c = current.std
-    # Kurtosis of the reference (from its histogram): the sampling error of a standard
-    # deviation grows with it, sd * sqrt((kurtosis - 1) / 4n); 3 for a normal feature.
+    # Kurtosis of the reference (its histogram's, or the baseline sample's if larger): the
+    # sampling error of a standard deviation grows with it, sd * sqrt((kurtosis - 1) / 4n);
+    # 3 for a normal feature.
     with np.errstate(invalid="ignore", divide="ignore"):
         dev = np.where(valid, centres - reference.mean[:, None], 0.0)
         weighted = p * (dev * dev)  # (not dev ** 4: numpy's power is 30x slower)
         m2 = weighted.sum(axis=1)
         kurt = np.where(m2 > 0, (weighted * (dev * dev)).sum(axis=1) / (m2 * m2), 3.0)
+        kurt = np.fmax(kurt, schema.kurtosis)  # the baseline sample's, where the spec has it
         kurt = np.clip(np.nan_to_num(kurt, nan=3.0), 3.0, None)
         values = {
             "mean": (reference.mean, current.mean,
@@ -317,9 +324,19 @@ def evaluate(reference: StreamState, current: StreamState,
                                               + sd_c ** 2 / np.maximum(n_c, 1)))),
         }
         for name, prob in (("median", 0.5), ("p95", 0.95)):
-            ref_q, dens = hist_quantile(p, cdf_p, prob, lower, upper)
+            ref_q, _ = hist_quantile(p, cdf_p, prob, lower, upper)
             cur_q, _ = hist_quantile(q, cdf_q, prob, cur_lower, cur_upper)
-            se = np.sqrt(prob * (1 - prob)) / dens * np.sqrt(1 / np.maximum(n_r, 1) + 1 / np.maximum(n_c, 1))
+            # A sample quantile's standard error is sqrt(p(1-p)/n) / density at the quantile;
+            # the density comes from the reference's quantiles either side (Siddiqui's
+            # estimator), not from the one bin the quantile falls in: a quantile on a bin edge
+            # would take the denser bin's density and understate the error (heavy tails
+            # alarmed in ~20% of identically distributed windows that way).
+            h = min(0.05, (1 - prob) / 2)
+            below, _ = hist_quantile(p, cdf_p, prob - h, lower, upper)
+            above, _ = hist_quantile(p, cdf_p, prob + h, lower, upper)
+            sparsity = (above - below) / (2 * h)
+            se = np.sqrt(prob * (1 - prob)) * sparsity * np.sqrt(
+                1 / np.maximum(n_r, 1) + 1 / np.maximum(n_c, 1))
             values[name] = (ref_q, cur_q, se)
         for name, (ref_s, cur_s, se) in values.items():
             base = sd_r if name == "std" else np.where(np.abs(ref_s) >= sd_r, np.abs(ref_s), sd_r)
@@ -328,6 +345,8 @@ def evaluate(reference: StreamState, current: StreamState,
             change = diff / base
             moved = (numeric & enough & np.isfinite(change) & (np.abs(change) >= stat_thr)
                      & (np.abs(diff) >= cfg.z * np.where(np.isnan(se), np.inf, se)))
+            if name == "std":
+                moved &= n_c >= cfg.std_values_per_kurtosis * (kurt - 1)
             statistics[name] = {"reference": ref_s, "current": cur_s, "change": change,
                                 "std_error": se, "moved": moved}
     stat_drift = np.zeros(len(is_cat), dtype=bool)

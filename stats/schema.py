@@ -52,6 +52,9 @@ class FeatureSpec:
     low: float = -np.inf                                    # expected range (numeric)
     high: float = np.inf
     center: float = 0.0                                     # baseline (sample) mean, informational
+    # Kurtosis of the baseline sample: the std's sampling error grows with it, and binned
+    # data understate it badly for heavy tails. None: the reference histogram's is used.
+    kurtosis: float | None = None
     # Per-feature thresholds; None takes the DriftConfig default.
     stat_threshold: float | None = None
     outlier_threshold: float | None = None
@@ -135,6 +138,7 @@ def numeric_specs(matrix: np.ndarray, names: Sequence[str], options: Sequence[Ma
     from every value.
     """
     summary = summarize(np.ascontiguousarray(matrix, dtype=np.float64), range_quantile)
+    kurtosis = summary.kurtosis
     specs = []
     for j, name in enumerate(names):
         if summary.n_finite[j] == 0:
@@ -147,7 +151,8 @@ def numeric_specs(matrix: np.ndarray, names: Sequence[str], options: Sequence[Ma
         low = summary.low_quantile[j] if o.get("min") is None else o["min"]
         high = summary.high_quantile[j] if o.get("max") is None else o["max"]
         specs.append(FeatureSpec(name, NUMERIC, edges=[float(e) for e in edges], low=float(low),
-                                 high=float(high), center=float(summary.samples[j].mean())))
+                                 high=float(high), center=float(summary.samples[j].mean()),
+                                 kurtosis=None if np.isnan(kurtosis[j]) else float(kurtosis[j])))
     return specs
 
 
@@ -207,6 +212,7 @@ class Schema:
         # Per-feature threshold overrides, NaN where the evaluation's default applies.
         self.stat_thresholds = np.array([np.nan if f.stat_threshold is None else f.stat_threshold
                                          for f in features])
+        self.kurtosis = np.array([np.nan if f.kurtosis is None else f.kurtosis for f in features])
         self.outlier_thresholds = np.array([
             np.nan if f.outlier_threshold is None else f.outlier_threshold for f in features])
         # HBOS: -log baseline density per bin, and the score above which a row is an outlier.

@@ -34,8 +34,24 @@ class NumericSummary:
     high_quantile: np.ndarray  # exact 1 - q quantile
     samples: list[np.ndarray]  # per column: a sorted sample of the finite values
 
+    @property
+    def kurtosis(self) -> np.ndarray:
+        """Pearson kurtosis (3 for a normal) of each column's sample; NaN without spread."""
+        if len({s.size for s in self.samples}) == 1:  # the usual case: one 2-D computation
+            return _kurtosis(np.stack(self.samples)) if self.samples[0].size else \
+                np.full(len(self.samples), np.nan)
+        return np.array([_kurtosis(s[None, :])[0] if s.size else np.nan for s in self.samples])
+
     def edge_quantiles(self, j: int, probs: np.ndarray) -> np.ndarray:
         return quantiles_of_sorted(self.samples[j], probs)
+
+
+def _kurtosis(rows: np.ndarray) -> np.ndarray:
+    d = rows - rows.mean(axis=1, keepdims=True)
+    d2 = d * d
+    m2 = d2.mean(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(m2 > 0, (d2 * d2).mean(axis=1) / (m2 * m2), np.nan)
 
 
 @njit(nogil=True, cache=True)
