@@ -37,21 +37,24 @@ class NumericSummary:
     @property
     def kurtosis(self) -> np.ndarray:
         """Pearson kurtosis (3 for a normal) of each column's sample; NaN without spread."""
-        if len({s.size for s in self.samples}) == 1:  # the usual case: one 2-D computation
-            return _kurtosis(np.stack(self.samples)) if self.samples[0].size else \
-                np.full(len(self.samples), np.nan)
-        return np.array([_kurtosis(s[None, :])[0] if s.size else np.nan for s in self.samples])
+        return np.array([_kurtosis(s) for s in self.samples])
 
     def edge_quantiles(self, j: int, probs: np.ndarray) -> np.ndarray:
         return quantiles_of_sorted(self.samples[j], probs)
 
 
-def _kurtosis(rows: np.ndarray) -> np.ndarray:
-    d = rows - rows.mean(axis=1, keepdims=True)
-    d2 = d * d
-    m2 = d2.mean(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(m2 > 0, (d2 * d2).mean(axis=1) / (m2 * m2), np.nan)
+@njit(nogil=True, cache=True)
+def _kurtosis(values):
+    n = values.size
+    if n == 0:
+        return np.nan
+    mean = values.sum() / n
+    m2 = m4 = 0.0
+    for v in values:
+        d2 = (v - mean) * (v - mean)
+        m2 += d2
+        m4 += d2 * d2
+    return m4 * n / (m2 * m2) if m2 > 0.0 else np.nan
 
 
 @njit(nogil=True, cache=True)
