@@ -18,12 +18,15 @@ against numpy).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from stats.schema import (
     GRID_CELLS,
     GRID_MAX_CROWDED_SHARE,
     P_GRID_LO,
+    P_GRID_LOG,
     P_GRID_ONE_STEP,
     P_GRID_SCALE,
     P_HBOS_THRESHOLD,
@@ -58,27 +61,64 @@ MIN_BLOCK_ROWS = 32
 # (~100 ns each) would double a single row's cost.
 SMALL_BATCH = 4
 # Bin lookups of a numeric column (see fill_bin_grids).
-SEARCH, GRID_STEPPING, GRID_ONE_STEP = range(3)
+SEARCH, GRID_STEPPING, GRID_ONE_STEP, LOG_GRID_STEPPING, LOG_GRID_ONE_STEP = range(5)
+
+
+@intrinsic
+def float_bits(typingctx, x):
+    """The IEEE bits of a float64 as an int64: increasing with x for x > 0."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def bits_float(typingctx, x):
+    """The float64 whose IEEE bits are the int64 x (float_bits' inverse)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+    return types.float64(types.int64), codegen
 
 
 @njit(inline="always")
-def grid_cell(v, lo, scale):
-    """v's cell on a feature's lookup grid, clamped to the grid (NaN -> 0); monotone in v."""
+def grid_cell(v, lo, scale, log):
+    """v's cell on a feature's lookup grid, clamped to the grid; monotone in v (a NaN, which
+    never reaches it, would go to cell 0). Linear: equal widths from lo. Log: equal steps of
+    the float's bits above lo's (each power of two split alike), `scale` holding the shift."""
+    if log:
+        w = v if v > lo else lo  # bits of negatives would not be ordered
+        c = (float_bits(w) - float_bits(lo)) >> np.int64(scale)
+        return c if c < GRID_CELLS - 1 else GRID_CELLS - 1
     c = (v - lo) * scale
     c = c if c > 0.0 else 0.0
     c = c if c < GRID_CELLS - 1.0 else GRID_CELLS - 1.0
     return int(c)
 
 
+@njit(inline="always")
+def _grid_crowding(per_cell, edges, n_search, lo, scale, log):
+    """Edges per cell on a candidate grid; returns (edges in cells of three or more, most
+    edges in one cell)."""
+    per_cell[:] = 0
+    for j in range(n_search):
+        per_cell[grid_cell(edges[j], lo, scale, log)] += 1
+    crowded = 0
+    for c in range(GRID_CELLS):
+        crowded += per_cell[c] if per_cell[c] > 2 else 0
+    return crowded, per_cell.max()
+
+
 @njit(nogil=True, cache=True)
 def fill_bin_grids(model, params, edge_matrix):
-    """Each numeric feature's lookup grid: GRID_CELLS equal cells, e1 in the second and e(k-1)
-    in the last but one (the extreme edges e0 and ek are left out, so one far-out baseline
-    value cannot stretch the cells), each cell's byte the number of search edges in lower
-    cells. grid_cell is monotone, so that number never exceeds the bin of a value in the cell,
-    and the kernel steps up past the edges sharing its cell: one comparison when no cell holds
-    two edges (P_GRID_ONE_STEP), a short loop otherwise. Features with many edges in crowded
-    cells (GRID_MAX_CROWDED_SHARE) keep the binary search.
+    """Each numeric feature's lookup grid: GRID_CELLS cells, e1 in the second and e(k-1) in
+    the last but one (the extreme edges e0 and ek are left out, so one far-out baseline value
+    cannot stretch the cells), each cell's byte the number of search edges in lower cells.
+    grid_cell is monotone, so that number never exceeds the bin of a value in the cell, and
+    the kernel steps up past the edges sharing its cell: one comparison when no cell holds two
+    edges (P_GRID_ONE_STEP), a short loop otherwise.
+    Cells of equal width first; for a positive feature whose edges crowd those (a heavy right
+    tail), cells of equal log-width; features with many edges in crowded cells
+    (GRID_MAX_CROWDED_SHARE) on both keep the binary search.
     """
     table = model.view(np.uint8)
     first = model.shape[1] * 8 - GRID_CELLS
@@ -87,37 +127,51 @@ def fill_bin_grids(model, params, edge_matrix):
         params[P_GRID_LO, f] = 0.0
         params[P_GRID_SCALE, f] = 0.0
         params[P_GRID_ONE_STEP, f] = 0.0
+        params[P_GRID_LOG, f] = 0.0
         if params[P_IS_CAT, f] > 0.0:
             continue
         n_search = int(params[P_N_INNER_EDGES, f])
-        lo = edge_matrix[f, 1 if n_search >= 3 else 0]
-        hi = edge_matrix[f, n_search - 1 if n_search >= 3 else n_search]
+        edges = edge_matrix[f]
+        lo = edges[1 if n_search >= 3 else 0]
+        hi = edges[n_search - 1 if n_search >= 3 else n_search]
         width = (hi - lo) / (GRID_CELLS - 3)
-        lo -= 1.5 * width  # lo's edge mid-way into the second cell, hi's into the last but one
         scale = 1.0 / width if width > 0.0 else 0.0
         if not (scale > 0.0 and scale < np.inf):
             continue
-        per_cell[:] = 0
-        for j in range(n_search):
-            per_cell[grid_cell(edge_matrix[f, j], lo, scale)] += 1
-        crowded = 0
-        for c in range(GRID_CELLS):
-            crowded += per_cell[c] if per_cell[c] > 2 else 0
+        lo -= 1.5 * width  # lo's edge mid-way into the second cell, hi's into the last but one
+        log = False
+        crowded, most = _grid_crowding(per_cell, edges, n_search, lo, scale, False)
+        if most > 1 and edges[1 if n_search >= 3 else 0] > 0.0:
+            # Log cells: the smallest shift that fits [e1, e(k-1)]'s bits into the grid.
+            lo_bits = float_bits(edges[1 if n_search >= 3 else 0])
+            span = float_bits(hi) - lo_bits
+            shift = 0
+            while (span >> shift) > GRID_CELLS - 4:
+                shift += 1
+            start = lo_bits - (np.int64(3) << shift) // 2  # e1 mid-way into the second cell
+            if shift >= 1 and start > 0:
+                log_lo = bits_float(start)
+                log_crowded, log_most = _grid_crowding(per_cell, edges, n_search, log_lo,
+                                                       float(shift), True)
+                if log_most < most:
+                    log, lo, scale, crowded, most = True, log_lo, float(shift), log_crowded, log_most
         if crowded > GRID_MAX_CROWDED_SHARE * n_search:
             continue
+        _grid_crowding(per_cell, edges, n_search, lo, scale, log)  # the chosen grid's counts
         below = 0
         for c in range(GRID_CELLS):
             table[f, first + c] = below
             below += per_cell[c]
         params[P_GRID_LO, f] = lo
         params[P_GRID_SCALE, f] = scale
-        params[P_GRID_ONE_STEP, f] = 1.0 if per_cell.max() <= 1 else 0.0
+        params[P_GRID_ONE_STEP, f] = 1.0 if most <= 1 else 0.0
+        params[P_GRID_LOG, f] = 1.0 if log else 0.0
 
 
 @njit(inline="always")
-def grid_bin(v, model, f, table, first, lo, scale, last_edge, one_step):
+def grid_bin(v, model, f, table, first, lo, scale, last_edge, one_step, log):
     """Bin of a finite v by the grid: the cell's count of lower edges, then past its own."""
-    pos = np.int64(table[f, first + grid_cell(v, lo, scale)])
+    pos = np.int64(table[f, first + grid_cell(v, lo, scale, log)])
     pos += model[f, pos] <= v
     if not one_step:  # (a compile-time constant in the block loops)
         while model[f, pos] <= v:
@@ -159,7 +213,7 @@ def value_bin(v, f, model, params, table, first, nan_bin):
         b = category_bin(v, params[P_N_BINS, f])
     elif params[P_GRID_SCALE, f] > 0.0:
         b = grid_bin(v, model, f, table, first, params[P_GRID_LO, f], params[P_GRID_SCALE, f],
-                     params[P_LAST_EDGE, f], False)
+                     params[P_LAST_EDGE, f], False, params[P_GRID_LOG, f] > 0.0)
     else:
         b = search_bin(v, model, f, params[P_LAST_EDGE, f])
     return b
@@ -171,7 +225,7 @@ def value_bin(v, f, model, params, table, first, nan_bin):
 def numeric_column(col, m, f, model, params, table, first, counts, score, shift, lookup):
     """Bins, counts, HBOS terms and sums of one feature's m finite values in a block.
 
-    `lookup` (SEARCH, GRID_STEPPING, GRID_ONE_STEP) is passed as a constant from each call site.
+    `lookup` (SEARCH, GRID_*) is passed as a constant from each call site.
     Sums are taken around `shift` (a value of the batch) so the sum of squares cannot cancel
     catastrophically. No NaN checks and selects, not min()/max() (numba's NaN-aware min is
     twice as slow): this loop is most of the kernel's time.
@@ -185,9 +239,13 @@ def numeric_column(col, m, f, model, params, table, first, counts, score, shift,
     for r in range(m):
         v = col[r]
         if lookup == GRID_ONE_STEP:
-            b = grid_bin(v, model, f, table, first, lo, scale, last_edge, True)
+            b = grid_bin(v, model, f, table, first, lo, scale, last_edge, True, False)
+        elif lookup == LOG_GRID_ONE_STEP:
+            b = grid_bin(v, model, f, table, first, lo, scale, last_edge, True, True)
+        elif lookup == LOG_GRID_STEPPING:
+            b = grid_bin(v, model, f, table, first, lo, scale, last_edge, False, True)
         elif lookup == GRID_STEPPING:
-            b = grid_bin(v, model, f, table, first, lo, scale, last_edge, False)
+            b = grid_bin(v, model, f, table, first, lo, scale, last_edge, False, False)
         else:
             b = search_bin(v, model, f, last_edge)
         cnt[b] += 1
@@ -242,7 +300,8 @@ def _ingest_rows(x, model, params, counts, moments, scores_out):
                 b = category_bin(v, params[P_N_BINS, f])
             elif params[P_GRID_SCALE, f] > 0.0:
                 b = grid_bin(v, model, f, table, first, params[P_GRID_LO, f],
-                             params[P_GRID_SCALE, f], params[P_LAST_EDGE, f], False)
+                             params[P_GRID_SCALE, f], params[P_LAST_EDGE, f], False,
+                             params[P_GRID_LOG, f] > 0.0)
             else:
                 b = search_bin(v, model, f, params[P_LAST_EDGE, f])
             counts[f, b] += 1
@@ -324,9 +383,18 @@ def _ingest_blocks(x, model, params, counts, moments, scores_out):
             else:
                 # One call per lookup with a constant: each call site gets its own loop.
                 shift = acc[A_SHIFT, f]
-                if params[P_GRID_ONE_STEP, f] > 0.0:
+                log = params[P_GRID_LOG, f] > 0.0
+                if params[P_GRID_ONE_STEP, f] > 0.0 and not log:
                     s1, s2, vmin, vmax, n_low, n_high = numeric_column(
                         col, m, f, model, params, table, first, counts, score, shift, GRID_ONE_STEP)
+                elif params[P_GRID_ONE_STEP, f] > 0.0:
+                    s1, s2, vmin, vmax, n_low, n_high = numeric_column(
+                        col, m, f, model, params, table, first, counts, score, shift,
+                        LOG_GRID_ONE_STEP)
+                elif log:
+                    s1, s2, vmin, vmax, n_low, n_high = numeric_column(
+                        col, m, f, model, params, table, first, counts, score, shift,
+                        LOG_GRID_STEPPING)
                 elif params[P_GRID_SCALE, f] > 0.0:
                     s1, s2, vmin, vmax, n_low, n_high = numeric_column(
                         col, m, f, model, params, table, first, counts, score, shift, GRID_STEPPING)

@@ -39,8 +39,8 @@ CATEGORICAL = "categorical"
 
 # Columns of Schema.params, read by the numba kernels.
 (P_IS_CAT, P_N_INNER_EDGES, P_LAST_EDGE, P_LOW, P_HIGH, P_N_BINS, P_HBOS_THRESHOLD,
- P_GRID_LO, P_GRID_SCALE, P_GRID_ONE_STEP) = range(10)  # P_GRID_SCALE 0: binary search
-N_PARAMS = 10
+ P_GRID_LO, P_GRID_SCALE, P_GRID_ONE_STEP, P_GRID_LOG) = range(11)  # P_GRID_SCALE 0: search
+N_PARAMS = 11
 
 
 @dataclass

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from stats.baseline import fit_baseline
-from stats.schema import P_GRID_SCALE, FeatureSpec, Schema
+from stats.schema import P_GRID_LOG, P_GRID_SCALE, FeatureSpec, Schema
 from stats.state import StreamState, load_states, save_states
 from stats.summary import summarize
 from stats.window import SlidingWindow
@@ -135,26 +135,34 @@ edge_sets = st.lists(st.floats(-1e6, 1e6, allow_subnormal=False), min_size=2, ma
 @settings(max_examples=80, deadline=None)
 @given(edge_sets, st.integers(0, 2**32 - 1), st.sampled_from([1, 3, 4, 5, 700]))
 def test_bins_match_numpy_for_any_edges_on_both_lookup_paths(edges, seed, n_rows):
-    """Grid lookup (even edges), binary search (crowded edges), row path (<= 4 rows) and
-    block path (more) all put every value where np.searchsorted does, edges included."""
+    """Grid lookup (even edges), log-spaced grid (a heavy right tail), binary search (crowded
+    edges), row path (<= 4 rows) and block path (more) all put every value where
+    np.searchsorted does, edges, their float neighbours and negatives included."""
     rng = np.random.default_rng(seed)
     e = np.asarray(edges)
-    crowded = np.concatenate([e[:1], e[0] + np.cumsum(np.full(25, 1e-3)), e[:1] + [100, 200, 1e7]])
+    c = abs(e[0]) + 1000  # 25 edges within 0.025 of c: crowded on linear and log cells alike
+    crowded = np.concatenate([e[:1], c + np.cumsum(np.full(25, 1e-3)), c + np.array([100, 200, 1e7])])
+    scale = abs(e[0]) + 1e-3  # a heavy right tail: geometric edges from a positive start
+    skewed = scale * np.geomspace(1, 10 ** rng.uniform(3, 8), 30)
     schema = Schema([FeatureSpec("even", edges=list(np.linspace(e[0], e[-1], len(e)))),
                      FeatureSpec("given", edges=list(e)),
-                     FeatureSpec("crowded", edges=list(crowded))])
+                     FeatureSpec("crowded", edges=list(crowded)),
+                     FeatureSpec("skewed", edges=list(skewed))])
     assert schema.params[P_GRID_SCALE, 0] > 0 and schema.params[P_GRID_SCALE, 2] == 0
+    assert schema.params[P_GRID_LOG, 3] == 1  # the log-spaced grid
     pools = [np.asarray(f.edges) for f in schema.features]
-    x = np.empty((n_rows, 3))
+    x = np.empty((n_rows, len(pools)))
     for j, pool in enumerate(pools):
         picks = rng.choice(pool, n_rows)
         span = pool[-1] - pool[0] + 1.0
         x[:, j] = np.select([rng.random(n_rows) < 0.3, rng.random(n_rows) < 0.5],
                             [picks, np.nextafter(picks, rng.choice([-np.inf, np.inf], n_rows))],
                             rng.uniform(pool[0] - span / 10, pool[-1] + span / 10, n_rows))
-    x[rng.random((n_rows, 3)) < 0.05] = np.nan
-    x[rng.random((n_rows, 3)) < 0.03] = np.inf
-    x[rng.random((n_rows, 3)) < 0.03] = -np.inf
+    flip = rng.random(x.shape) < 0.05
+    x[flip] = -x[flip]  # negatives too, which the log grid must put below its first cell
+    x[rng.random(x.shape) < 0.05] = np.nan
+    x[rng.random(x.shape) < 0.03] = np.inf
+    x[rng.random(x.shape) < 0.03] = -np.inf
     state = StreamState(schema)
     state.update(x)
     for j, pool in enumerate(pools):
