@@ -102,8 +102,7 @@ def _tail_quantile(tail: np.ndarray, n: int, q: float, from_top: bool) -> float 
     if i < 0 or i + 1 >= tail.size:
         return None
     part = np.partition(tail, [i, i + 1])
-    a, b, t = part[i], part[i + 1], pos - k
-    return float(b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t)
+    return float(quantiles_of_sorted(part[i: i + 2], [pos - k])[0])  # between ranks i, i + 1
 
 
 def summarize(x: np.ndarray, q: float = 0.001, sample_rows: int = EDGE_SAMPLE) -> NumericSummary:
