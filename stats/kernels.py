@@ -227,8 +227,9 @@ def numeric_column(col, m, f, model, params, table, first, counts, score, shift,
 
     `lookup` (SEARCH, GRID_*) is passed as a constant from each call site.
     Sums are taken around `shift` (a value of the batch) so the sum of squares cannot cancel
-    catastrophically. No NaN checks and selects, not min()/max() (numba's NaN-aware min is
-    twice as slow): this loop is most of the kernel's time.
+    catastrophically. No NaN tests (the block copy swapped NaN/inf for stand-ins), and selects
+    rather than min()/max() (numba's NaN-aware min is twice as slow): this loop is most of the
+    kernel's time.
     """
     lo, scale = params[P_GRID_LO, f], params[P_GRID_SCALE, f]
     last_edge, low, high = params[P_LAST_EDGE, f], params[P_LOW, f], params[P_HIGH, f]
