@@ -18,6 +18,7 @@ import numpy as np
 from gateway.config import RouteConfig
 from stats.experiments import ExperimentLayout, compare, msprt_p_value, result
 from stats.quality import QualityLayout
+from stats.state import write_npz
 from stats.window import VectorWindow
 
 FILE_VERSION = 1
@@ -121,9 +122,7 @@ class RouteExperiment:
         for i, v in enumerate(self.variants):
             arrays[f"w{i}.data"], arrays[f"w{i}.steps"] = self.windows[v].data, self.windows[v].steps
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(self.path)
+        write_npz(self.path, arrays)
 
     def load(self) -> bool:
         """Bring back a saved experiment with the same variants and layout; else start anew."""

@@ -18,6 +18,8 @@ import numpy as np
 from numba import types
 from numba.typed import Dict
 
+from stats.state import write_npz
+
 ROW_STRIDE = np.int64(-7046029254386353131)  # 0x9E3779B97F4A7C15 as int64: spreads row keys
 EMPTY = np.int64(0)
 
@@ -122,13 +124,12 @@ class PredictionStore:
 
     def save(self, path) -> None:
         """The used prefix of the ring (all of it once it wrapped: 37 MB at 1,000,000 rows)."""
-        tmp = path.with_suffix(".tmp.npz")
         n = self.filled
-        np.savez(tmp, head=np.array(self.head), evicted=np.array(self.evicted),
-                 capacity=np.array(self.capacity),
-                 group_names=np.array(["\t".join(g) for g in self.group_names] or [""]),
-                 **{name: getattr(self, name)[:n] for name in self._ARRAYS})
-        tmp.replace(path)
+        write_npz(path, {"head": np.array(self.head), "evicted": np.array(self.evicted),
+                         "capacity": np.array(self.capacity),
+                         "group_names": np.array(["\t".join(g) for g in self.group_names] or [""]),
+                         **{name: getattr(self, name)[:n] for name in self._ARRAYS}},
+                  compress=False)  # uncompressed: 37 MB at the cap, written in ~50 ms
 
     def load(self, path) -> bool:
         """Bring back a saved store of the same capacity; groups are matched by name."""

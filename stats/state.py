@@ -9,7 +9,6 @@ states of its parts (workers, replicas, time slices).
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -218,11 +217,16 @@ def save_states(path: str | Path, schema: Schema, states: dict[str, StreamState]
         arrays.update(st.to_arrays(f"state.{name}."))
     for name, value in (extra or {}).items():
         arrays[f"extra.{name}"] = np.asarray(value)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    write_npz(path, arrays)
+
+
+def write_npz(path: str | Path, arrays: dict[str, np.ndarray], compress: bool = True) -> None:
+    """An npz written to a temporary file and renamed over `path`: a crash never leaves a
+    half-written file (the state files of stats/ and of the gateway's monitor process)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
+    with open(tmp, "wb") as fh:
+        (np.savez_compressed if compress else np.savez)(fh, **arrays)
     tmp.replace(path)
 
 
