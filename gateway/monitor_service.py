@@ -66,24 +66,20 @@ def answer_question(core: MonitorCore, kind: str, data) -> tuple[int, dict]:
         if core.desk is None:
             return 404, {"error": "feedback is disabled (feedback.enabled: false)"}
         return core.desk.handle(data, now)
+    if kind not in ("experiments", "reset_experiment"):
+        return 400, {"error": f"unknown question {kind!r}"}
+    if kind == "experiments" and data is None:
+        return 200, {"experiments": [e.report(now) for e in core.experiments.values()
+                                     if len(e.variants) > 1]}
+    exp = core.experiments.get(data)
+    if exp is None:
+        return 404, {"error": f"no experiment for route {data!r}",
+                     "routes": sorted(core.experiments)}
     if kind == "experiments":
-        if data is None:
-            return 200, {"experiments": [e.report(now) for e in core.experiments.values()
-                                         if len(e.variants) > 1]}
-        exp = core.experiments.get(data)
-        if exp is None:
-            return 404, {"error": f"no experiment for route {data!r}",
-                         "routes": sorted(core.experiments)}
         return 200, exp.report(now)
-    if kind == "reset_experiment":
-        exp = core.experiments.get(data)
-        if exp is None:
-            return 404, {"error": f"no experiment for route {data!r}",
-                         "routes": sorted(core.experiments)}
-        exp.reset()
-        exp.save()
-        return 200, {"route": data, "reset": True, "since": exp.started_at}
-    return 400, {"error": f"unknown question {kind!r}"}
+    exp.reset()
+    exp.save()
+    return 200, {"route": data, "reset": True, "since": exp.started_at}
 
 
 async def serve() -> int:
