@@ -19,7 +19,7 @@ from gateway.experiment_book import RouteExperiment
 from gateway.logs import get_logger
 from gateway.monitor import RouteMonitor, SideModel
 from stats import DriftReport, evaluate
-from stats.quality import sample_size
+from stats.quality import sample_size, total_labels
 from stats.schema import CATEGORICAL
 
 GAUGE_METRICS = ("psi", "jensen_shannon", "wasserstein", "ks", "mean_change", "std_change",
@@ -143,8 +143,7 @@ class Evaluator:
 
     def _publish_quality(self, route: str, quality: dict[str, dict]) -> None:
         for variant, view in quality.items():
-            values = {**view["metrics"], "labels": view["counts"]["labels"]
-                      + view["counts"]["regression_labels"] + view["counts"]["rewards"]}
+            values = {**view["metrics"], "labels": total_labels(view["counts"])}
             for metric in QUALITY_GAUGES:
                 if metric in values:
                     self.metrics.model_quality.labels(route, variant, metric).set(values[metric])

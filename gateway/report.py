@@ -21,6 +21,8 @@ def format_experiment(exp: dict) -> str:
     for name, v in exp["variants"].items():
         lat = v.get("latency_ms") or {}
         q = v.get("quality") or {}
+        # stats.quality.total_labels, spelled out: importing stats (numba) would add ~0.5 s to
+        # this command's start
         labels = v["labels"]["labels"] + v["labels"]["regression_labels"] + v["labels"]["rewards"]
         lines.append(
             f"  {name:<14} {v['requests']:>8} {_num(v.get('error_rate'), '.2%'):>7} "

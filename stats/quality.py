@@ -113,6 +113,11 @@ REGRESSION_METRICS = frozenset({"mae", "rmse", "bias", "regression_labels"})
 REWARD_METRICS = frozenset({"mean_reward", "rewards"})
 
 
+def total_labels(counts: dict[str, float]) -> float:
+    """Every label of any kind behind QualityLayout.counts (class labels, values, rewards)."""
+    return counts["labels"] + counts["regression_labels"] + counts["rewards"]
+
+
 def sample_size(metric: str, counts: dict[str, float]) -> float:
     """How many labels stand behind `metric`, from QualityLayout.counts: regression metrics
     count values, reward metrics rewards, every other metric classification labels."""
