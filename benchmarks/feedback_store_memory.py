@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from gateway.prediction_store import PredictionStore, request_key
+from gateway.experiments.prediction_store import PredictionStore, request_key
 
 
 def rss_mb() -> float:

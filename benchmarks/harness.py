@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.netutil import free_port, wait_port  # noqa: F401  (used by the benchmarks)
+from gateway.tools.ports import free_port, wait_port  # noqa: F401  (used by the benchmarks)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,7 +135,7 @@ def driftgate_process(model_port: int, monitored: bool, workdir: Path, cpu: str 
                       queue_size: int | None = None) -> tuple[Process, int, int]:
     """(process, port, admin port) of `driftgate serve` with one route to the model, with or
     without full monitoring against `workdir/train.csv` (gateway.demo.write_baseline)."""
-    from gateway.demo_model import FEATURES
+    from gateway.tools.demo_model import FEATURES
 
     port, admin = free_port(), free_port()
     monitor = ("    protocol: kserve-v1\n    monitor: {baseline: train.csv, features: ["

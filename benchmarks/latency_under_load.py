@@ -38,7 +38,7 @@ from benchmarks.harness import (  # noqa: E402
     uvicorn_app,
 )
 from benchmarks.proxy_overhead import BODY  # noqa: E402
-from gateway.demo import write_baseline  # noqa: E402
+from gateway.tools.demo import write_baseline  # noqa: E402
 
 PROXY_CPU, LOAD_CPU = "1", "0"
 PERCENTILES = (50, 90, 99, 99.9)

@@ -19,7 +19,7 @@ import time
 import numpy as np
 from locust import FastHttpUser, events, tag, task
 
-from gateway.demo_model import FEATURES, draw_labels, synthetic_rows
+from gateway.tools.demo_model import FEATURES, draw_labels, synthetic_rows
 
 _warned = {"feedback": False, "unknown": False}
 _started = {"at": None}

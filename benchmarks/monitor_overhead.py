@@ -4,7 +4,7 @@ Same wrk load (the demo model's KServe V1 payload, 7 rows x 5 features, ~300 byt
 two gateways in one run, interleaved rounds, medians:
   off   the route has no `monitor:` block
   on    `monitor:` with a baseline file and sample_rate 1.0 (every request decoded and counted)
-Each gateway is started pinned to CPU 1; its monitor process (gateway.monitor_service) may run
+Each gateway is started pinned to CPU 1; its monitor process (gateway.monitor.service) may run
 on any core, as it would in production; nginx (the model stand-in) and wrk share CPU 0. CPU is
 reported for the proxy process and for the monitor process apart. Also reported: rows/s the
 monitor sustained, and captures it dropped.
@@ -36,7 +36,7 @@ from benchmarks.harness import (  # noqa: E402
     wrk,
 )
 from benchmarks.proxy_overhead import ANSWER, BODY  # noqa: E402
-from gateway.demo import write_baseline  # noqa: E402
+from gateway.tools.demo import write_baseline  # noqa: E402
 
 PROXY_CPU = "1"
 

@@ -28,7 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import emit, machine_line  # noqa: E402
 from gateway.config import parse_config  # noqa: E402
-from gateway.demo import (  # noqa: E402
+from gateway.logs import configure_logging  # noqa: E402
+from gateway.proxy.server import Gateway  # noqa: E402
+from gateway.tools.demo import (  # noqa: E402
     DEMO_CONFIG,
     AlertReceiver,
     start_models,
@@ -36,9 +38,7 @@ from gateway.demo import (  # noqa: E402
     wait_port,
     write_baseline,
 )
-from gateway.logs import configure_logging  # noqa: E402
-from gateway.netutil import free_port  # noqa: E402
-from gateway.server import Gateway  # noqa: E402
+from gateway.tools.ports import free_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -16,8 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import emit, machine_line  # noqa: E402
-from gateway.proxy import ProxyApp  # noqa: E402
-from gateway.runtime import Route, Variant  # noqa: E402
+from gateway.proxy.app import ProxyApp  # noqa: E402
+from gateway.proxy.runtime import Route, Variant  # noqa: E402
 from routing import Splitter  # noqa: E402
 
 

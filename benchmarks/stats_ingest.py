@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.harness import emit, machine_line  # noqa: E402
 from stats.baseline import fit_baseline  # noqa: E402
 from stats.drift import evaluate  # noqa: E402
-from stats.schema import P_HIGH, P_LOW  # noqa: E402
+from stats.layout import P_HIGH, P_LOW  # noqa: E402
 from stats.state import StreamState  # noqa: E402
 
 

@@ -1,5 +1,6 @@
-"""Baseline files (CSV, JSON lines) as columns. Kept apart from gateway.monitor so the proxy
-process can check a configured baseline without importing stats/ (numba, scipy)."""
+"""Baseline files (CSV, JSON lines) as columns: read by the monitor to fit a reference, and by
+config checks (`check-config`, `serve`) to refuse a file it could not use. Imports nothing of
+stats/, so checking a config costs no numba or scipy import."""
 
 from __future__ import annotations
 

@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.baselines import load_baseline_file
+
 
 class ConfigError(Exception):
     """A config file that cannot be used; the message names file, line and key path."""
@@ -499,8 +501,34 @@ def _cross_check(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
     return errors
 
 
-def parse_config(text: str, source: str = "<config>",
-                 env: dict[str, str] | None = None) -> GatewayConfig:
+def file_problems(cfg: GatewayConfig, config_dir: Path) -> list[tuple[tuple, str]]:
+    """Files the config names that `serve` could not use (baselines), found without serving."""
+    problems: list[tuple[tuple, str]] = []
+    for i, rc in enumerate(cfg.routes):
+        path = rc.monitor.baseline_path(config_dir) if rc.monitor is not None else None
+        if path is None:
+            continue
+        try:
+            if path.suffix != ".npz":
+                load_baseline_file(path)
+            elif not path.is_file():
+                raise FileNotFoundError(f"no such file: {path}")
+        except (OSError, ValueError) as exc:
+            problems.append((("routes", i, "monitor", "baseline"),
+                             f"cannot use {rc.monitor.baseline!r}: {exc}"))
+    return problems
+
+
+def check_files(cfg: GatewayConfig, config_dir: Path) -> None:
+    """Raise ConfigError for a file `serve` could not use (for configs not loaded from a file)."""
+    problems = file_problems(cfg, config_dir)
+    if problems:
+        raise ConfigError("\n".join(f"{format_path(path)}: {msg}" for path, msg in problems))
+
+
+def parse_config(text: str, source: str = "<config>", env: dict[str, str] | None = None,
+                 config_dir: Path | None = None) -> GatewayConfig:
+    """A validated config; with `config_dir`, the files it names are checked too."""
     env = dict(os.environ) if env is None else env
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -528,6 +556,8 @@ def parse_config(text: str, source: str = "<config>",
                 problems.append((loc, msg))
     if cfg is not None:
         problems = _cross_check(cfg)
+        if not problems and config_dir is not None:
+            problems = file_problems(cfg, config_dir)
     if problems:
         raise ConfigError("\n".join(
             f"{source}:{_line_for(lines, path)} {format_path(path)}: {msg}"
@@ -542,4 +572,4 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> GatewayC
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
-    return parse_config(text, str(path), env)
+    return parse_config(text, str(path), env, config_dir=path.resolve().parent)

@@ -7,17 +7,16 @@ to 0 and keeps it there. Time is passed in.
 
 With `promote_when="significant_no_worse"` a step also needs evidence: the candidate's error rate
 minus the control's (same step, same time) must have its one-sided 95% upper bound below
-`margin` (non-inferiority, two-proportion z from stats.experiments); a candidate significantly
+`margin` (non-inferiority, the unpooled two-proportion standard error); a candidate significantly
 worse than the control (lower bound above 0) is rolled back; in between the step waits for more
 traffic.
 """
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from dataclasses import dataclass
-
-from stats.experiments import two_proportions
 
 Z_ONE_SIDED_95 = 1.6448536269514722
 PROMOTE_RULES = ("slo", "significant_no_worse")
@@ -25,6 +24,16 @@ PROMOTE_RULES = ("slo", "significant_no_worse")
 # Latency buckets (ms) for the step's p99: fixed size whatever the traffic.
 _BUCKETS_MS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000,
                10000, float("inf"))
+
+
+def proportion_gap(x_a: int, n_a: int, x_b: int, n_b: int) -> tuple[float, float]:
+    """(p_b - p_a, its unpooled standard error) for x successes of n.
+
+    The scalar form of stats.experiments.two_proportions (tests hold them equal): routing/ runs
+    in the proxy process, which must not import numba or scipy through stats/.
+    """
+    p_a, p_b = x_a / n_a, x_b / n_b
+    return p_b - p_a, math.sqrt(p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b)
 
 
 @dataclass(frozen=True)
@@ -81,9 +90,8 @@ class Canary:
 
     def error_rate_gap(self) -> tuple[float, float, float]:
         """(candidate - control error rate, one-sided 95% lower and upper bounds)."""
-        effect, se, _, _ = two_proportions(self.control_errors, max(self.control_requests, 1),
-                                           self.errors, max(self.requests, 1))
-        effect, se = float(effect), float(se)
+        effect, se = proportion_gap(self.control_errors, max(self.control_requests, 1),
+                                    self.errors, max(self.requests, 1))
         return effect, effect - Z_ONE_SIDED_95 * se, effect + Z_ONE_SIDED_95 * se
 
     def p99_ms(self) -> float:

@@ -78,7 +78,8 @@ class RetryBudget:
         self._requests = [0, 0]
         self._retries = [0, 0]
 
-    def _roll(self, now: float) -> int:
+    def _roll(self, now: float) -> None:
+        """Move the two half-windows along to `now`; index 1 is always the current one."""
         epoch = int(now // self.half)
         if epoch != self._epoch:
             if epoch == self._epoch + 1:
@@ -87,16 +88,16 @@ class RetryBudget:
             else:
                 self._requests, self._retries = [0, 0], [0, 0]
             self._epoch = epoch
-        return 1
 
     def record_request(self, now: float) -> None:
-        self._requests[self._roll(now)] += 1
+        self._roll(now)
+        self._requests[1] += 1
 
     def try_retry(self, now: float) -> bool:
         """Take a retry if the budget allows it."""
-        i = self._roll(now)
+        self._roll(now)
         allowed = self.min_retries + self.ratio * sum(self._requests)
         if sum(self._retries) + 1 > allowed:
             return False
-        self._retries[i] += 1
+        self._retries[1] += 1
         return True

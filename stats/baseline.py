@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from stats.layout import R_HBOS_OUTLIERS
 from stats.schema import Schema, columns_from
-from stats.state import HBOS_OUTLIER_ROWS, StreamState
+from stats.state import StreamState
 from stats.table import to_batch
 
 HBOS_SMOOTHING = 0.5  # pseudo-count per bin: unseen bins get a low but finite density
@@ -81,5 +82,5 @@ def fit_baseline(data, names: Sequence[str] | None = None, hbos_quantile: float 
     threshold = float(np.quantile(scores, hbos_quantile)) if scores.size else np.inf
     schema.set_hbos(schema.hbos_log_density, threshold)
     if scores.size:
-        reference.rows[HBOS_OUTLIER_ROWS] = round(float((scores > threshold).mean()) * reference.n_rows)
+        reference.rows[R_HBOS_OUTLIERS] = round(float((scores > threshold).mean()) * reference.n_rows)
     return schema, reference

@@ -27,9 +27,8 @@ import numpy as np
 from numba import njit
 from scipy import special
 
-from stats.kernels import M_HIGH, M_LOW
-from stats.schema import CATEGORICAL
-from stats.state import HBOS_OUTLIER_ROWS, ROWS, StreamState
+from stats.layout import CATEGORICAL, M_HIGH, M_LOW, R_HBOS_OUTLIERS, R_ROWS
+from stats.state import StreamState
 
 KEY_STATISTICS = ("mean", "std", "median", "p95")
 
@@ -381,8 +380,8 @@ def evaluate(reference: StreamState, current: StreamState,
     out_base = np.where(is_cat, out_rate_r, 0.0)
     outlier_flag = enough & (wilson_lower(out_c, n_c, cfg.rate_z) > out_base + out_thr)
 
-    rows_c = float(current.rows[ROWS])
-    hbos_c = float(current.rows[HBOS_OUTLIER_ROWS])
+    rows_c = float(current.rows[R_ROWS])
+    hbos_c = float(current.rows[R_HBOS_OUTLIERS])
     row_rate = hbos_c / rows_c if rows_c else 0.0
     row_flag = bool(rows_c >= cfg.min_samples and wilson_lower(
         np.array([hbos_c]), np.array([rows_c]), cfg.rate_z)[0] > cfg.outlier_threshold)

@@ -22,9 +22,17 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from stats.schema import (
+from stats.layout import (
     GRID_CELLS,
     GRID_MAX_CROWDED_SHARE,
+    M_HIGH,
+    M_LOW,
+    M_M2,
+    M_MAX,
+    M_MEAN,
+    M_MIN,
+    M_N,
+    N_MOMENTS,
     P_GRID_LO,
     P_GRID_LOG,
     P_GRID_ONE_STEP,
@@ -36,14 +44,10 @@ from stats.schema import (
     P_LOW,
     P_N_BINS,
     P_N_INNER_EDGES,
+    R_HBOS_OUTLIERS,
+    R_ROWS,
     SEARCH_WIDTH,
 )
-
-# Columns of a state's `moments` array (F x M).
-M_N, M_MEAN, M_M2, M_MIN, M_MAX, M_LOW, M_HIGH = range(7)
-N_MOMENTS = 7
-# Entries of a state's `rows` array.
-R_ROWS, R_HBOS_OUTLIERS = range(2)
 
 
 def empty_moments(n_features: int) -> np.ndarray:
@@ -222,7 +226,7 @@ def value_bin(v, f, model, params, table, first, nan_bin):
 # Its own compiled function (not inlined): the hot loop gets registers to itself, measured
 # 5-8% faster than inlined into the block loop; "contract" lets s2 += d * d use an FMA.
 @njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
-def numeric_column(col, m, f, model, params, table, first, counts, score, shift, lookup):
+def numeric_column_pass(col, m, f, model, params, table, first, counts, score, shift, lookup):
     """Bins, counts, HBOS terms and sums of one feature's m finite values in a block.
 
     `lookup` (SEARCH, GRID_*) is passed as a constant from each call site.
@@ -386,21 +390,21 @@ def _ingest_blocks(x, model, params, counts, moments, scores_out):
                 shift = acc[A_SHIFT, f]
                 log = params[P_GRID_LOG, f] > 0.0
                 if params[P_GRID_ONE_STEP, f] > 0.0 and not log:
-                    s1, s2, vmin, vmax, n_low, n_high = numeric_column(
+                    s1, s2, vmin, vmax, n_low, n_high = numeric_column_pass(
                         col, m, f, model, params, table, first, counts, score, shift, GRID_ONE_STEP)
                 elif params[P_GRID_ONE_STEP, f] > 0.0:
-                    s1, s2, vmin, vmax, n_low, n_high = numeric_column(
+                    s1, s2, vmin, vmax, n_low, n_high = numeric_column_pass(
                         col, m, f, model, params, table, first, counts, score, shift,
                         LOG_GRID_ONE_STEP)
                 elif log:
-                    s1, s2, vmin, vmax, n_low, n_high = numeric_column(
+                    s1, s2, vmin, vmax, n_low, n_high = numeric_column_pass(
                         col, m, f, model, params, table, first, counts, score, shift,
                         LOG_GRID_STEPPING)
                 elif params[P_GRID_SCALE, f] > 0.0:
-                    s1, s2, vmin, vmax, n_low, n_high = numeric_column(
+                    s1, s2, vmin, vmax, n_low, n_high = numeric_column_pass(
                         col, m, f, model, params, table, first, counts, score, shift, GRID_STEPPING)
                 else:
-                    s1, s2, vmin, vmax, n_low, n_high = numeric_column(
+                    s1, s2, vmin, vmax, n_low, n_high = numeric_column_pass(
                         col, m, f, model, params, table, first, counts, score, shift, SEARCH)
                 acc[A_N, f] += m - n_bad[f]
                 acc[A_SUM, f] += s1

@@ -21,26 +21,26 @@ from pathlib import Path
 
 import numpy as np
 
+from stats.kernels import fill_bin_grids
+from stats.layout import (
+    CATEGORICAL,
+    GRID_CELLS,
+    MAX_NUMERIC_BINS,
+    N_PARAMS,
+    NUMERIC,
+    P_HBOS_THRESHOLD,
+    P_HIGH,
+    P_IS_CAT,
+    P_LAST_EDGE,
+    P_LOW,
+    P_N_BINS,
+    P_N_INNER_EDGES,
+    SEARCH_WIDTH,
+)
 from stats.summary import summarize
+from stats.values import float_column
 
-NUMERIC = "numeric"
-# The kernel's unrolled binary search covers this many inner edges (see stats.kernels).
-SEARCH_WIDTH = 64
-MAX_NUMERIC_BINS = SEARCH_WIDTH - 1
-# Bin lookup grid: this many equal cells over a feature's central range, each holding the number
-# of edges below it (one byte), so most values find their bin with one table read and one
-# comparison instead of a binary search. Stored as bytes at the end of each row of Schema.model.
-GRID_CELLS = 256
-# A feature with more than this share of its edges in cells of three or more (a heavy tail
-# squeezes most bins into a few cells) keeps the binary search: the grid would step too often.
-GRID_MAX_CROWDED_SHARE = 0.2
 TAIL_QUANTILES = (0.001, 0.01, 0.025, 0.975, 0.99, 0.999)
-CATEGORICAL = "categorical"
-
-# Columns of Schema.params, read by the numba kernels.
-(P_IS_CAT, P_N_INNER_EDGES, P_LAST_EDGE, P_LOW, P_HIGH, P_N_BINS, P_HBOS_THRESHOLD,
- P_GRID_LO, P_GRID_SCALE, P_GRID_ONE_STEP, P_GRID_LOG) = range(11)  # P_GRID_SCALE 0: search
-N_PARAMS = 11
 
 
 @dataclass
@@ -221,8 +221,6 @@ class Schema:
         # Views into the kernel's arrays, updated in place by set_hbos.
         self.hbos_log_density = self.model[:, SEARCH_WIDTH:hbos_end]
         self.params[P_HBOS_THRESHOLD] = np.inf
-        from stats.kernels import fill_bin_grids  # here: stats.kernels imports this module
-
         fill_bin_grids(self.model, self.params, self.edge_matrix)
 
     @property
@@ -245,8 +243,6 @@ class Schema:
         `overrides` per feature: {"min": .., "max": .., "categorical": bool, "bins": int,
         "stat_threshold": .., "outlier_threshold": ..}.
         """
-        from stats.table import numeric_column  # here: stats.table imports this module
-
         columns = columns_from(data, names)
         overrides = overrides or {}
         forced = set(categorical)
@@ -263,7 +259,7 @@ class Schema:
                     and len(numeric) == len(columns):
                 matrix = data  # all numeric: summarized in place, no copy
             else:  # the same conversion live batches get
-                matrix = np.column_stack([numeric_column(columns[n]) for n in numeric])
+                matrix = np.column_stack([float_column(columns[n]) for n in numeric])
             options = [overrides.get(n, {}) for n in numeric]
             specs.update(zip(numeric, numeric_specs(matrix, numeric, options, n_bins,
                                                     range_quantile)))

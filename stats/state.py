@@ -14,23 +14,26 @@ from pathlib import Path
 
 import numpy as np
 
-from stats.kernels import (
+from stats.kernels import empty_moments, ingest, merge_moments
+from stats.layout import (
+    CATEGORICAL,
+    KIND_NAMES,
     M_M2,
     M_MAX,
     M_MEAN,
     M_MIN,
     M_N,
+    N_ROW_COUNTERS,
+    NUMERIC,
+    R_EXTRA_VALUES,
+    R_HBOS_OUTLIERS,
+    R_RAGGED,
     R_ROWS,
-    empty_moments,
-    ingest,
-    merge_moments,
 )
-from stats.schema import CATEGORICAL, NUMERIC, Schema
-from stats.table import KIND_NAMES, to_batch
+from stats.schema import Schema
+from stats.table import to_batch
 
 FORMAT_VERSION = 1
-# Entries of StreamState.rows
-ROWS, HBOS_OUTLIER_ROWS, RAGGED_ROWS, EXTRA_VALUES = range(4)
 _NO_SCORES = np.empty(0)
 
 
@@ -42,7 +45,7 @@ class StreamState:
         # missing values like any other); the last row holds the stream counters.
         self._counts = np.zeros((f + 1, b + 2), dtype=np.int64)
         self.counts = self._counts[:f]
-        self.rows = self._counts[f, :4]
+        self.rows = self._counts[f, :N_ROW_COUNTERS]
         self.moments = empty_moments(f)
         self.kinds = np.zeros((f, len(KIND_NAMES)), dtype=np.int64)
 
@@ -59,8 +62,8 @@ class StreamState:
         ingest(batch.matrix, s.model, s.params, self._counts, self.moments,
                _NO_SCORES if scores_out is None else scores_out)
         self.kinds += batch.kinds
-        self.rows[RAGGED_ROWS] += batch.ragged_rows
-        self.rows[EXTRA_VALUES] += batch.extra_columns
+        self.rows[R_RAGGED] += batch.ragged_rows
+        self.rows[R_EXTRA_VALUES] += batch.extra_columns
 
     def update_matrix(self, x: np.ndarray) -> None:
         """The fast path for a float64 C-contiguous (rows x features) matrix: one kernel call."""
@@ -170,8 +173,8 @@ class StreamState:
                 item["top"] = {c: int(self.counts[i, j]) for j, c in enumerate(f.categories[:10])}
                 item["other"] = int(self.counts[i, len(f.categories)])
             feats[f.name] = item
-        return {"rows": self.n_rows, "hbos_outlier_rows": int(self.rows[HBOS_OUTLIER_ROWS]),
-                "ragged_rows": int(self.rows[RAGGED_ROWS]), "features": feats}
+        return {"rows": self.n_rows, "hbos_outlier_rows": int(self.rows[R_HBOS_OUTLIERS]),
+                "ragged_rows": int(self.rows[R_RAGGED]), "features": feats}
 
     # -- persistence ---------------------------------------------------------------------------
     def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:

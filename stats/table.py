@@ -11,22 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stats.layout import K_ABSENT, K_NULL, K_TYPE
 from stats.schema import Schema
-
-# Columns of Batch.kinds / a state's `kinds` array: why a value is missing.
-K_NULL, K_ABSENT, K_TYPE = range(3)
-N_KINDS = 3
-KIND_NAMES = ("null", "absent", "wrong_type")  # plus "nan" and "inf", counted by the kernel
-
-
-class _AbsentType:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<absent>"
-
-
-_ABSENT = _AbsentType()
+from stats.values import ABSENT, float_column
 
 
 @dataclass
@@ -35,41 +22,6 @@ class Batch:
     kinds: np.ndarray    # (F x 3) int64: null, absent, wrong type
     ragged_rows: int     # rows whose length differs from the schema's width
     extra_columns: int   # values under names the schema does not know
-
-
-def numeric_column(values: Sequence, kinds_row: np.ndarray | None = None) -> np.ndarray:
-    """Values as float64, NaN where missing or not a number (counted in `kinds_row`)."""
-    if kinds_row is None:
-        kinds_row = np.zeros(N_KINDS, dtype=np.int64)
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-        # numpy turns None into NaN silently: look closer only when a NaN shows up
-        if arr.ndim == 1 and not np.isnan(arr).any():
-            return arr
-    except (TypeError, ValueError):
-        pass
-    out = np.empty(len(values))
-    for i, v in enumerate(values):
-        if v is None:
-            kinds_row[K_NULL] += 1
-            out[i] = np.nan
-        elif v is _ABSENT:
-            kinds_row[K_ABSENT] += 1
-            out[i] = np.nan
-        elif isinstance(v, bool):
-            out[i] = float(v)
-        elif isinstance(v, (int, float, np.integer, np.floating)):
-            out[i] = v
-        elif isinstance(v, str):
-            try:
-                out[i] = float(v)
-            except ValueError:
-                kinds_row[K_TYPE] += 1
-                out[i] = np.nan
-        else:
-            kinds_row[K_TYPE] += 1
-            out[i] = np.nan
-    return out
 
 
 def _categorical_column(values: Sequence, codes: dict[str, int], other: int,
@@ -87,7 +39,7 @@ def _categorical_value(v, codes: dict[str, int], other: int, kinds_row: np.ndarr
     if v is None or (isinstance(v, float) and v != v):
         kinds_row[K_NULL] += 1
         return np.nan
-    if v is _ABSENT:
+    if v is ABSENT:
         kinds_row[K_ABSENT] += 1
         return np.nan
     if isinstance(v, (list, dict)):
@@ -99,7 +51,7 @@ def _categorical_value(v, codes: dict[str, int], other: int, kinds_row: np.ndarr
 def _column(values: Sequence, schema: Schema, j: int, kinds: np.ndarray) -> np.ndarray:
     codes = schema.category_codes[j]
     if codes is None:
-        return numeric_column(values, kinds[j])
+        return float_column(values, kinds[j])
     return _categorical_column(values, codes, len(codes), kinds[j])
 
 
@@ -137,7 +89,7 @@ def from_rows(rows: Sequence, schema: Schema) -> Batch:
         extra = sum(1 for r in rows for k in r if k not in schema.index)
         matrix = np.empty((n, width))
         for j, name in enumerate(schema.names):
-            matrix[:, j] = _column([r.get(name, _ABSENT) for r in rows], schema, j, kinds)
+            matrix[:, j] = _column([r.get(name, ABSENT) for r in rows], schema, j, kinds)
         return Batch(matrix, kinds, 0, extra)
     ragged = 0
     extra = 0
@@ -151,7 +103,7 @@ def from_rows(rows: Sequence, schema: Schema) -> Batch:
                 extra += len(r) - width
                 r = r[:width]
             else:
-                r = list(r) + [_ABSENT] * (width - len(r))
+                r = list(r) + [ABSENT] * (width - len(r))
         fixed.append(r)
     matrix = None
     if not ragged and not any(c is not None for c in schema.category_codes):

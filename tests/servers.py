@@ -16,8 +16,8 @@ import orjson
 import uvicorn
 
 from gateway.config import GatewayConfig, parse_config
-from gateway.netutil import free_port, wait_port  # noqa: F401  (re-exported for tests)
-from gateway.server import Gateway
+from gateway.proxy.server import Gateway
+from gateway.tools.ports import free_port, wait_port  # noqa: F401  (re-exported for tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,7 +106,7 @@ def gateway_yaml(upstreams: dict[str, str], routes: list[tuple[str, str, str]], 
 def churn_monitor_yaml(model_url: str, state_dir: Path, alerts: str) -> str:
     """A gateway with one monitored KServe V1 route to the demo churn model (baseline
     train.csv beside the config, every demo feature watched); `alerts` is the alerts block."""
-    from gateway.demo_model import FEATURES
+    from gateway.tools.demo_model import FEATURES
 
     return f"""
 server: {{port: {free_port()}}}

@@ -3,10 +3,10 @@
 import asyncio
 import time
 
-from gateway.alerting import AlertBook, Observation
+from gateway.alerts.rules import AlertBook, Observation
+from gateway.alerts.sinks import Dispatcher, dedup_key
 from gateway.config import AlertRule, RetrainConfig, SinkConfig
-from gateway.metrics import MonitorMetrics
-from gateway.sinks import Dispatcher, dedup_key
+from gateway.monitor.metrics import MonitorMetrics
 from tests.servers import AppServer, Recorder, _send
 
 

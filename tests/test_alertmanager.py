@@ -6,8 +6,8 @@ import time
 import httpx
 import numpy as np
 
-from gateway.demo import write_baseline
-from gateway.demo_model import build_model_app, synthetic_rows
+from gateway.tools.demo import write_baseline
+from gateway.tools.demo_model import build_model_app, synthetic_rows
 from tests.peers import require_binary
 from tests.servers import AppServer, GatewayServer, Recorder, churn_monitor_yaml, free_port, wait_port
 

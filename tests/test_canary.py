@@ -6,7 +6,7 @@ import time
 import httpx
 import numpy as np
 
-from gateway.demo_model import build_model_app, synthetic_rows
+from gateway.tools.demo_model import build_model_app, synthetic_rows
 from tests.servers import AppServer, GatewayServer, free_port
 
 

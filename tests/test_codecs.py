@@ -5,7 +5,7 @@ import gzip
 import orjson
 import pytest
 
-from gateway.codecs import DecodeError, decode_request, decode_response, decompress, detect
+from gateway.monitor.codecs import DecodeError, decode_request, decode_response, decompress, detect
 
 # KServe V1 (kserve.github.io, "V1 Inference Protocol"): iris instances
 KSERVE_V1 = b'{"instances": [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]}'

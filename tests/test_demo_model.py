@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from gateway.demo_model import FEATURES, build_model_app
+from gateway.tools.demo_model import FEATURES, build_model_app
 from tests.servers import AppServer
 
 ROWS = [[2.0, 95.0, 5.0, 30.0, "basic"], [60.0, 40.0, 0.0, 10.0, "premium"]]

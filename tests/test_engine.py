@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from gateway.engine import (
+from gateway.proxy.engine import (
     ConnectFailed,
     ConnectionReset,
     PoolExhausted,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.demo_model import build_model_app, draw_labels, synthetic_rows
+from gateway.tools.demo_model import build_model_app, draw_labels, synthetic_rows
 from tests.servers import AppServer, GatewayServer, free_port, run_cli
 
 REQUESTS = 5000

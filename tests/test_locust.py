@@ -6,7 +6,7 @@ import sys
 
 import httpx
 
-from gateway.demo_model import build_model_app
+from gateway.tools.demo_model import build_model_app
 from tests.servers import ROOT, AppServer, GatewayServer, free_port
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.demo import write_baseline
-from gateway.demo_model import FEATURES, build_model_app, synthetic_rows
+from gateway.tools.demo import write_baseline
+from gateway.tools.demo_model import FEATURES, build_model_app, synthetic_rows
 from tests.servers import AppServer, GatewayServer, Recorder, churn_monitor_yaml
 
 

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from gateway.prediction_store import (
+from gateway.experiments.prediction_store import (
     DUPLICATE,
     EXPIRED,
     FOUND,

@@ -5,9 +5,9 @@ import numpy as np
 from prometheus_client import generate_latest
 
 from gateway.config import parse_config
-from gateway.evaluator import Evaluator
-from gateway.experiment_book import RouteExperiment
-from gateway.metrics import MonitorMetrics
+from gateway.experiments.book import RouteExperiment
+from gateway.monitor.evaluator import Evaluator
+from gateway.monitor.metrics import MonitorMetrics
 
 CONFIG = """
 upstreams: {a: {url: "http://127.0.0.1:1"}, b: {url: "http://127.0.0.1:2"}}

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from stats.baseline import fit_baseline
-from stats.schema import P_GRID_LOG, P_GRID_SCALE, FeatureSpec, Schema
+from stats.layout import P_GRID_LOG, P_GRID_SCALE
+from stats.schema import FeatureSpec, Schema
 from stats.state import StreamState, load_states, save_states
 from stats.summary import summarize
 from stats.window import SlidingWindow

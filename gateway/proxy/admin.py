@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,68 +14,83 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import gateway
+from gateway.link.messages import Question
+from gateway.proxy.runtime import GatewayRuntime
 
-if TYPE_CHECKING:
-    from gateway.server import Gateway
+
+class Steerable(Protocol):
+    """What the admin app reads and steers: the running gateway (gateway.proxy.server)."""
+
+    runtime: GatewayRuntime
+    draining: bool
+
+    async def reload(self, source: str, who: str = "local") -> tuple[bool, str]: ...
 
 
-def build_admin_app(gw: Gateway) -> Starlette:
-    async def metrics(request: Request) -> Response:
-        text = generate_latest(gw.runtime.metrics.registry)
-        if gw.runtime.monitor is not None:  # the monitor process's families, as of its last round
-            text += gw.runtime.monitor.metrics_text
+class AdminApp:
+    def __init__(self, gw: Steerable) -> None:
+        self.gw = gw
+
+    @property
+    def rt(self) -> GatewayRuntime:
+        return self.gw.runtime  # read per request: a reload swaps it
+
+    async def metrics(self, request: Request) -> Response:
+        text = generate_latest(self.rt.metrics.registry)
+        if self.rt.monitor is not None:  # the monitor process's families, as of its last round
+            text += self.rt.monitor.metrics_text
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 
-    async def healthz(request: Request) -> Response:
+    async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "alive", "version": gateway.__version__})
 
-    async def readyz(request: Request) -> Response:
-        if gw.draining:
+    async def readyz(self, request: Request) -> Response:
+        if self.gw.draining:
             return JSONResponse({"status": "draining"}, status_code=503)
-        unready = gw.runtime.unready_routes()
+        unready = self.rt.unready_routes()
         if unready:
             return JSONResponse({"status": "unready", "routes_without_upstream": unready},
                                 status_code=503)
-        return JSONResponse({"status": "ready", "routes": [r.name for r in gw.runtime.routes]})
+        return JSONResponse({"status": "ready", "routes": [r.name for r in self.rt.routes]})
 
-    async def monitoring(request: Request) -> Response:
+    async def monitoring(self, request: Request) -> Response:
         """Every monitored route x variant: windows, measures, flags, histograms, alerts."""
-        link = gw.runtime.monitor
-        body = {"monitored_routes": sorted(gw.runtime.monitored),
+        link = self.rt.monitor
+        body = {"monitored_routes": sorted(self.rt.monitored),
                 "monitor_process": {"alive": link is not None and link.alive},
-                "queue": {"waiting": len(gw.runtime.capture.items),
-                          "capacity": gw.runtime.capture.size},
+                "queue": {"waiting": len(self.rt.capture.items),
+                          "capacity": self.rt.capture.size},
                 **(link.snapshot if link is not None else {})}
         return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
                         media_type="application/json")
 
-    async def experiments(request: Request) -> Response:
+    async def experiments(self, request: Request) -> Response:
         """The A/B report of every split route, or of one (`/experiments/{route}`)."""
-        link = gw.runtime.monitor
+        link = self.rt.monitor
         route = request.path_params.get("route")
         if link is None:
             return JSONResponse({"error": "no experiments: no route has a split or a monitor"},
                                 status_code=404)
-        status, body = await link.ask("experiments", route)
+        status, body = await link.ask(Question.EXPERIMENTS, route)
         return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
                         media_type="application/json")
 
-    async def experiment_reset(request: Request) -> Response:
+    async def experiment_reset(self, request: Request) -> Response:
         """Start a route's experiment over; an admin write (bearer token), audited."""
-        if (denied := authorize(request)) is not None:
+        if (denied := self.authorize(request)) is not None:
             return denied
-        link = gw.runtime.monitor
+        link = self.rt.monitor
         route = request.path_params["route"]
         if link is None:
             return JSONResponse({"error": f"no experiment for route {route!r}"}, status_code=404)
-        status, body = await link.ask("reset_experiment", route)
+        status, body = await link.ask(Question.RESET_EXPERIMENT, route)
         if status == 200:
-            gw.runtime.log.info("audit", action="reset experiment", route=route, who=who(request))
+            self.rt.log.info("audit", action="reset experiment", route=route, who=self.who(request))
         return JSONResponse(body, status_code=status)
 
-    def authorize(request: Request) -> Response | None:
+    def authorize(self, request: Request) -> Response | None:
         """Admin writes need `Authorization: Bearer <admin.token>`; none configured: 403."""
-        token = gw.runtime.cfg.admin.token
+        token = self.rt.cfg.admin.token
         if not token:
             return JSONResponse({"error": "admin writes are disabled: set admin.token"},
                                 status_code=403)
@@ -86,22 +101,22 @@ def build_admin_app(gw: Gateway) -> Starlette:
                                 headers={"www-authenticate": "Bearer"})
         return None
 
-    def who(request: Request) -> str:
+    def who(self, request: Request) -> str:
         return request.client.host if request.client else "unknown"
 
-    async def admin_routes(request: Request) -> Response:
-        return JSONResponse({"routes": gw.runtime.describe_routes()})
+    async def admin_routes(self, request: Request) -> Response:
+        return JSONResponse({"routes": self.rt.describe_routes()})
 
-    async def admin_reload(request: Request) -> Response:
-        if (denied := authorize(request)) is not None:
+    async def admin_reload(self, request: Request) -> Response:
+        if (denied := self.authorize(request)) is not None:
             return denied
-        ok, message = await gw.reload("POST /admin/reload", who=who(request))
+        ok, message = await self.gw.reload("POST /admin/reload", who=self.who(request))
         return JSONResponse({"reloaded": ok, "message": message}, status_code=200 if ok else 400)
 
-    async def admin_weights(request: Request) -> Response:
-        if (denied := authorize(request)) is not None:
+    async def admin_weights(self, request: Request) -> Response:
+        if (denied := self.authorize(request)) is not None:
             return denied
-        rt = gw.runtime
+        rt = self.rt
         route = rt.route(request.path_params["route"])
         if route is None:
             return JSONResponse({"error": f"no route {request.path_params['route']!r}"},
@@ -117,19 +132,24 @@ def build_admin_app(gw: Gateway) -> Starlette:
                                 status_code=400)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        rt.log.info("audit", action="set weights", route=route.name, who=who(request),
+        rt.log.info("audit", action="set weights", route=route.name, who=self.who(request),
                     before=before, after=after)
         return JSONResponse({"route": route.name, "before": before, "after": after})
 
-    return Starlette(routes=[
-        Route("/metrics", metrics),
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
-        Route("/monitoring", monitoring),
-        Route("/experiments", experiments),
-        Route("/experiments/{route}", experiments),
-        Route("/admin/experiments/{route}/reset", experiment_reset, methods=["POST"]),
-        Route("/admin/routes", admin_routes),
-        Route("/admin/reload", admin_reload, methods=["POST"]),
-        Route("/admin/routes/{route}/weights", admin_weights, methods=["PUT"]),
-    ])
+    def app(self) -> Starlette:
+        return Starlette(routes=[
+            Route("/metrics", self.metrics),
+            Route("/healthz", self.healthz),
+            Route("/readyz", self.readyz),
+            Route("/monitoring", self.monitoring),
+            Route("/experiments", self.experiments),
+            Route("/experiments/{route}", self.experiments),
+            Route("/admin/experiments/{route}/reset", self.experiment_reset, methods=["POST"]),
+            Route("/admin/routes", self.admin_routes),
+            Route("/admin/reload", self.admin_reload, methods=["POST"]),
+            Route("/admin/routes/{route}/weights", self.admin_weights, methods=["PUT"]),
+        ])
+
+
+def build_admin_app(gw: Steerable) -> Starlette:
+    return AdminApp(gw).app()

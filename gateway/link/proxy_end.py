@@ -1,4 +1,4 @@
-"""The gateway's side of the monitor process: start it, ship captures, collect its results.
+"""The proxy's end of the pipe to the monitor process: start it, ship captures, collect its results.
 
 Every 20 ms the capture queue goes to the monitor process as one frame over a pipe (asyncio
 writes: the event loop never blocks on it). If the process falls behind by more than
@@ -10,16 +10,19 @@ If it dies it is started again (state comes back from the state directory).
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
-from gateway.capture import CaptureQueue
 from gateway.config import GatewayConfig
-from gateway.frames import frame, read_frame
+from gateway.link.frames import frame, read_frame
+from gateway.link.messages import FromMonitor, Question, ToMonitor, captures_to_columns
+from gateway.link.queue import CaptureQueue
 from gateway.logs import get_logger
 
 FLUSH_EVERY = 0.02
 MAX_BUFFER = 64 << 20
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding gateway/
 
 
 class MonitorLink:
@@ -50,33 +53,24 @@ class MonitorLink:
 
     async def _spawn(self) -> None:
         self._ready.clear()
+        # -P: the working directory cannot shadow the project's packages (a stray stats.py);
+        # PYTHONPATH: the child runs the same code as this process, installed or not.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (_PROJECT_ROOT, os.environ.get("PYTHONPATH")) if p)}
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway.monitor_service",
+            sys.executable, "-P", "-m", "gateway.monitor.service", env=env,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 30)
         cfg_json = self.cfg.model_dump_json(by_alias=True)
-        self._proc.stdin.write(frame("config", (cfg_json, str(self.config_dir))))
+        self._proc.stdin.write(frame(ToMonitor.CONFIG, (cfg_json, str(self.config_dir))))
         self._reader = asyncio.create_task(self._read_loop(self._proc))
 
     async def _read_loop(self, proc: asyncio.subprocess.Process) -> None:
-        while True:
-            message = await read_frame(proc.stdout)
-            if message is None:
-                break
+        handlers = {FromMonitor.READY: self._on_ready, FromMonitor.METRICS: self._on_metrics,
+                    FromMonitor.SNAPSHOT: self._on_snapshot, FromMonitor.ANSWER: self._on_answer,
+                    FromMonitor.STOPPED: self._on_stopped}
+        while (message := await read_frame(proc.stdout)) is not None:
             kind, data = message
-            if kind == "metrics":
-                self.metrics_text = data
-            elif kind == "snapshot":
-                self.snapshot = data
-            elif kind == "ready":
-                self.log.info("monitor process started", pid=data)
-                self._ready.set()
-            elif kind == "answer":
-                token, answer = data
-                future = self._questions.pop(token, None)
-                if future is not None and not future.done():
-                    future.set_result(answer)
-            elif kind == "stopped":
-                self._stopped.set()
+            handlers[kind](data)
         await proc.wait()
         for future in self._questions.values():  # the process that would answer is gone
             if not future.done():
@@ -86,6 +80,25 @@ class MonitorLink:
             self.log.error("monitor process exited; starting it again", code=proc.returncode)
             await asyncio.sleep(1.0)
             await self._spawn()
+
+    def _on_ready(self, pid: int) -> None:
+        self.log.info("monitor process started", pid=pid)
+        self._ready.set()
+
+    def _on_metrics(self, text: bytes) -> None:
+        self.metrics_text = text
+
+    def _on_snapshot(self, snapshot: dict) -> None:
+        self.snapshot = snapshot
+
+    def _on_answer(self, data: tuple[int, tuple[int, dict]]) -> None:
+        token, answer = data
+        future = self._questions.pop(token, None)
+        if future is not None and not future.done():
+            future.set_result(answer)
+
+    def _on_stopped(self, _: None) -> None:
+        self._stopped.set()
 
     async def _flush_loop(self) -> None:
         while True:
@@ -102,9 +115,10 @@ class MonitorLink:
                 or proc.stdin.transport.get_write_buffer_size() > MAX_BUFFER:
             self.queue.drop(len(items))
             return
-        proc.stdin.write(frame("captures", items))
+        proc.stdin.write(frame(ToMonitor.CAPTURES, captures_to_columns(items)))
 
-    async def ask(self, kind: str, data: object = None, timeout: float = 10.0) -> tuple[int, dict]:
+    async def ask(self, question: Question, data: object = None,
+                  timeout: float = 10.0) -> tuple[int, dict]:
         """A question for the monitor process: (HTTP status, JSON body); 503 with the reason
         when the process is not there to answer in time. Captures queued so far are sent
         first, so a label can follow its prediction straight away."""
@@ -116,7 +130,7 @@ class MonitorLink:
         self._next_token += 1
         token = self._next_token
         future = self._questions[token] = asyncio.get_running_loop().create_future()
-        proc.stdin.write(frame("ask", (token, kind, data)))
+        proc.stdin.write(frame(ToMonitor.ASK, (token, question, data)))
         try:
             return await asyncio.wait_for(future, timeout)
         except (TimeoutError, ConnectionError) as exc:
@@ -131,7 +145,7 @@ class MonitorLink:
         if proc is None or proc.returncode is not None:
             return
         self.flush()
-        proc.stdin.write(frame("stop"))
+        proc.stdin.write(frame(ToMonitor.STOP))
         try:
             await proc.stdin.drain()
             await asyncio.wait_for(self._stopped.wait(), timeout)

@@ -1,7 +1,7 @@
 """Monitoring state: decode captures -> stats/ state per route x variant (monitor process).
 
-The proxy only queues captures (gateway.capture); the monitor process (gateway.monitor_service)
-feeds them here in batches: payloads are decoded with gateway.codecs, each route's reference is
+The proxy only queues captures (gateway.link.queue); the monitor process (gateway.monitor.service)
+feeds them here in batches: payloads are decoded with gateway.monitor.codecs, each route's reference is
 loaded or learned, and per-variant sliding windows are updated; the evaluator reads them.
 
 State per route and side (inputs, outputs): one schema and reference (inputs: shared by the
@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from gateway.baselines import load_baseline_file
-from gateway.codecs import DecodeError, decode_request, decode_response, decompress
 from gateway.config import MonitorConfig, RouteConfig
+from gateway.link.messages import Capture
 from gateway.logs import get_logger
+from gateway.monitor.codecs import DecodeError, decode_request, decode_response, decompress
 from stats import SlidingWindow, StreamState, fit_baseline, load_states, save_states
 from stats.state import load_bundle
 
@@ -196,12 +197,11 @@ class RouteMonitor:
 
 
 class MonitorCore:
-    """Decode captures and update state; runs in the monitor process (gateway.monitor_service).
+    """Decode captures (gateway.link.messages.Capture) and update state.
 
-    A capture is (route, variant, time, request id, duration, sampled, request body or None,
-    request headers, response body or None, response headers, status). Every capture counts
-    in the route's experiment (status, latency); sampled ones of monitored routes are decoded
-    into the feature windows, and their predictions kept for feedback (gateway.feedback).
+    Every capture counts in the route's experiment (status, latency); sampled ones of monitored
+    routes are decoded into the feature windows, and their predictions kept for feedback
+    (gateway.experiments.feedback).
     """
 
     def __init__(self, monitors: dict[str, RouteMonitor], metrics,
@@ -226,54 +226,55 @@ class MonitorCore:
             except OSError as exc:
                 self.log.warning("cannot save the predictions waiting for labels", error=str(exc))
 
-    def process(self, items: list[tuple]) -> bool:
+    def process(self, captures: list[Capture]) -> bool:
         """Decode and ingest one batch of captures. Returns whether there was anything."""
-        if not items:
+        if not captures:
             return False
         groups: dict[tuple[RouteMonitor, str, str], list] = {}
-        timings: dict[tuple[str, str], tuple[list, list]] = {}
-        newest = 0.0
-        oldest = items[0][2]
-        m = self.metrics
-        desk = self.desk
-        for route, variant, at, rid, duration, sampled, req, req_headers, resp, resp_headers, \
-                status in items:
-            newest = max(newest, at)
-            timing = timings.get((route, variant))
-            if timing is None:
-                timing = timings[(route, variant)] = ([], [])
-            timing[0].append(duration)
-            timing[1].append(status >= 500)
-            mon = self.monitors.get(route)
-            if mon is None or not sampled:
+        self._record_requests(captures)
+        for c in captures:
+            mon = self.monitors.get(c.route)
+            if mon is None or not c.sampled:
                 continue
-            m.monitor_captures(mon.name, variant).inc()
-            inputs = self._decode(mon, "inputs", req, req_headers)
-            outputs = self._decode(mon, "outputs", resp, resp_headers) if status < 400 else None
-            if status >= 400:
+            self.metrics.monitor_captures(mon.name, c.variant).inc()
+            inputs = self._decode(mon, "inputs", c.request_body, c.request_headers)
+            if c.status >= 400:  # the upstream refused them: counted, kept out of the windows
                 if inputs is not None:
-                    m.monitor_rejected_rows(mon.name, variant).inc(_rows(inputs))
+                    self.metrics.monitor_rejected_rows(mon.name, c.variant).inc(_rows(inputs))
                 continue
+            outputs = self._decode(mon, "outputs", c.response_body, c.response_headers)
             if inputs is not None:
-                groups.setdefault((mon, variant, "inputs"), []).append(inputs)
+                groups.setdefault((mon, c.variant, "inputs"), []).append(inputs)
             if outputs is not None:
-                groups.setdefault((mon, variant, "outputs"), []).append(outputs)
-                if desk is not None and rid is not None:
-                    desk.remember(route, variant, rid, at, outputs, _rows(outputs))
-        for (route, variant), (durations, errors) in timings.items():
-            exp = self.experiments.get(route)
-            if exp is not None:
-                exp.record_requests(variant, np.asarray(durations), np.asarray(errors))
-        if desk is not None:
-            desk.flush()
+                groups.setdefault((mon, c.variant, "outputs"), []).append(outputs)
+                if self.desk is not None and c.request_id is not None:
+                    self.desk.remember(c.route, c.variant, c.request_id, c.at, outputs,
+                                       _rows(outputs))
+        if self.desk is not None:
+            self.desk.flush()
+        newest = max(c.at for c in captures)
         for (mon, variant, side), tables in groups.items():
             columns, rows = merge_columns(tables)
             if not rows:
                 continue
             mon.model(side, variant).add(variant, columns, rows, newest)
-            m.monitor_rows(mon.name, variant, side).inc(rows)
-        m.monitor_lag.set(max(0.0, time.time() - oldest))
+            self.metrics.monitor_rows(mon.name, variant, side).inc(rows)
+        self.metrics.monitor_lag.set(max(0.0, time.time() - captures[0].at))
         return True
+
+    def _record_requests(self, captures: list[Capture]) -> None:
+        """Every capture counts in its route's experiment: status and latency."""
+        timings: dict[tuple[str, str], tuple[list, list]] = {}
+        for c in captures:
+            timing = timings.get((c.route, c.variant))
+            if timing is None:
+                timing = timings[(c.route, c.variant)] = ([], [])
+            timing[0].append(c.duration)
+            timing[1].append(c.status >= 500)
+        for (route, variant), (durations, errors) in timings.items():
+            exp = self.experiments.get(route)
+            if exp is not None:
+                exp.record_requests(variant, np.asarray(durations), np.asarray(errors))
 
     def _decode(self, mon: RouteMonitor, side: str, body: bytes | None,
                 headers: list[tuple[bytes, bytes]]) -> dict[str, list] | None:

@@ -1,7 +1,7 @@
 """Alert delivery: webhook, Slack, PagerDuty Events v2, Alertmanager API v2, retrain hooks.
 
-The evaluator never waits for a delivery: it hands notifications to `Dispatcher.submit()`
-(thread-safe), a bounded queue that one task on the event loop drains with httpx, each post
+The evaluator never waits for a delivery: it hands notifications to `Dispatcher.submit()`,
+a bounded queue that one task on the monitor process's event loop drains with httpx, each post
 with a timeout and retries with backoff. Deliveries are counted by sink and outcome.
 """
 
@@ -68,23 +68,21 @@ class Dispatcher:
         self.generator_url = generator_url
         self.log = get_logger()
         self._queue: asyncio.Queue | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deliveries: set[asyncio.Task] = set()  # held: the loop keeps only weak refs
         self._task: asyncio.Task | None = None
         self._client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue(QUEUE_SIZE)
         self._client = httpx.AsyncClient()
         self._task = asyncio.create_task(self._run())
 
     def submit(self, sink_name: str, url: str, body: object, headers: dict, timeout: float,
                retries: int) -> None:
-        """Queue one post; callable from any thread. A full queue drops and counts."""
-        if self._loop is None:
+        """Queue one post (on the event loop, never waiting). A full queue drops and counts."""
+        if self._queue is None:
             return
-        item = (sink_name, url, body, headers, timeout, retries)
-        self._loop.call_soon_threadsafe(self._enqueue, item)
+        self._enqueue((sink_name, url, body, headers, timeout, retries))
 
     def notify(self, payload: dict, sink_names: list[str] | None) -> None:
         for name in sink_names if sink_names is not None else list(self.sinks):
@@ -106,7 +104,9 @@ class Dispatcher:
         assert self._queue is not None
         while True:
             item = await self._queue.get()
-            asyncio.create_task(self._deliver(*item))
+            task = asyncio.create_task(self._deliver(*item))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
 
     async def _deliver(self, sink: str, url: str, body: object, headers: dict, timeout: float,
                        retries: int) -> None:

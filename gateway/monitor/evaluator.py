@@ -9,18 +9,16 @@ the short window from crying wolf on small samples. Results go to Prometheus gau
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
-from gateway.alerting import DEFAULT_RULES, AlertBook, Observation
+from gateway.alerts.rules import DEFAULT_RULES, AlertBook, Observation
 from gateway.config import AlertRule, GatewayConfig
-from gateway.experiment_book import RouteExperiment
+from gateway.experiments.book import RouteExperiment
 from gateway.logs import get_logger
-from gateway.monitor import RouteMonitor, SideModel
+from gateway.monitor.core import RouteMonitor, SideModel
 from stats import DriftReport, evaluate
+from stats.layout import CATEGORICAL
 from stats.quality import sample_size, total_labels
-from stats.schema import CATEGORICAL
 
 GAUGE_METRICS = ("psi", "jensen_shannon", "wasserstein", "ks", "mean_change", "std_change",
                  "median_change", "p95_change", "drifted")
@@ -55,11 +53,9 @@ class Evaluator:
         self.book = AlertBook()
         self.log = get_logger()
         self._snapshot: dict = {}
-        self._snapshot_lock = threading.Lock()
 
     def snapshot(self) -> dict:
-        with self._snapshot_lock:
-            return self._snapshot
+        return self._snapshot
 
     def run(self, now: float) -> None:
         routes: dict = {}
@@ -85,8 +81,7 @@ class Evaluator:
             if len(exp.variants) > 1:
                 exp.look()  # one look for the sequential tests each round
         firing = [a.payload("firing", now) for a in self.book.firing()]
-        with self._snapshot_lock:
-            self._snapshot = {"evaluated_at": now, "routes": routes, "alerts": firing}
+        self._snapshot = {"evaluated_at": now, "routes": routes, "alerts": firing}
 
     def _judge(self, mon: RouteMonitor, side: str, model: SideModel, variant: str, window,
                now: float) -> dict:

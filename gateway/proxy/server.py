@@ -16,11 +16,11 @@ from pathlib import Path
 import uvicorn
 
 import gateway
-from gateway.admin import build_admin_app
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.logs import get_logger
-from gateway.proxy import ProxyApp
-from gateway.runtime import GatewayRuntime
+from gateway.proxy.admin import build_admin_app
+from gateway.proxy.app import ProxyApp
+from gateway.proxy.runtime import GatewayRuntime
 
 
 class _Server(uvicorn.Server):

@@ -1,9 +1,9 @@
 """Ground truth (monitor process): remember predictions, join the labels of POST /feedback.
 
-The proxy passes a feedback body through unread (gateway.proxy -> gateway.monitor_link); here
+The proxy passes a feedback body through unread (gateway.proxy.app -> gateway.link.proxy_end); here
 it is parsed, each item is matched to the prediction rows the gateway saw for its request id
-(gateway.prediction_store), and the pairs update the route's experiment and quality windows
-(gateway.experiment_book).
+(gateway.experiments.prediction_store), and the pairs update the route's experiment and quality windows
+(gateway.experiments.book).
 
 An item: {"request_id": "...", "label": 1} (classification), "value": 3.2 (regression),
 "reward": 0.7 or "converted": true (business outcome). A request with several rows takes a
@@ -23,8 +23,15 @@ import numpy as np
 import orjson
 
 from gateway.config import FeedbackConfig, FeedbackStoreConfig
-from gateway.experiment_book import RouteExperiment
-from gateway.prediction_store import DUPLICATE, EXPIRED, FOUND, UNKNOWN, PredictionStore, request_key
+from gateway.experiments.book import RouteExperiment
+from gateway.experiments.prediction_store import (
+    DUPLICATE,
+    EXPIRED,
+    FOUND,
+    UNKNOWN,
+    PredictionStore,
+    request_key,
+)
 
 SCORE_COLUMNS = ("probability", "probabilities", "score", "scores", "proba")
 PREDICTION_COLUMNS = ("prediction", "predict", "predictions", "label", "class", "output")

@@ -27,10 +27,10 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import parse_config
-from gateway.demo_model import FEATURES, draw_labels, synthetic_rows
 from gateway.logs import configure_logging
-from gateway.netutil import port_or_free
-from gateway.server import Gateway
+from gateway.proxy.server import Gateway
+from gateway.tools.demo_model import FEATURES, draw_labels, synthetic_rows
+from gateway.tools.ports import port_or_free
 
 MONITOR = "{{baseline: train.csv, features: [tenure_months, monthly_charges, support_calls, " \
           "usage_gb, plan]}}"
@@ -169,7 +169,7 @@ async def print_summary(admin_url: str, traffic: Traffic) -> None:
 
 
 async def print_experiment(admin_url: str) -> None:
-    from gateway.report import fetch_report, format_experiment
+    from gateway.tools.report import fetch_report, format_experiment
 
     try:
         experiments = await asyncio.to_thread(fetch_report, admin_url)

@@ -11,7 +11,7 @@ from gateway.config import ConfigError, load_config
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.logs import configure_logging, get_logger
-    from gateway.server import run
+    from gateway.proxy.server import run
 
     try:
         cfg = load_config(args.config)
@@ -38,7 +38,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _cmd_demo_model(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gateway.demo_model import build_model_app
+    from gateway.tools.demo_model import build_model_app
 
     app = build_model_app(args.name, version=args.version, latency_ms=args.latency_ms,
                           error_rate=args.error_rate, seed=args.seed,
@@ -70,13 +70,13 @@ def _cmd_baseline_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+    from gateway.tools.demo import run_demo
 
     return run_demo(duration=args.duration, rate=args.rate)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from gateway.report import print_report
+    from gateway.tools.report import print_report
 
     return print_report(args.admin, args.route)
 

@@ -2,7 +2,7 @@
 and the A/B report of GET /experiments.
 
 Tallies (stats.experiments.ExperimentLayout) count every captured request of the route:
-status, latency; and every label joined to one of its predictions (gateway.feedback). The
+status, latency; and every label joined to one of its predictions (gateway.experiments.feedback). The
 report compares each candidate with the control using stats.experiments; the sequential
 p-values keep their running minimum here, one look per evaluation round or report, and all of
 it is saved to the state directory so a restart loses nothing.

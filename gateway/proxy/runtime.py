@@ -10,13 +10,12 @@ from pathlib import Path
 import httpx
 import orjson
 
-from gateway.baselines import load_baseline_file
-from gateway.capture import CaptureQueue, RouteCapture
-from gateway.config import ConfigError, GatewayConfig
-from gateway.engine import PoolSettings, UpstreamPool
+from gateway.config import GatewayConfig, check_files
+from gateway.link.proxy_end import MonitorLink
+from gateway.link.queue import CaptureQueue, RouteCapture
 from gateway.logs import flush_access_log, get_logger
-from gateway.metrics import GatewayMetrics
-from gateway.monitor_link import MonitorLink
+from gateway.proxy.engine import PoolSettings, UpstreamPool
+from gateway.proxy.metrics import GatewayMetrics
 from routing import RouteRule, RouteTable, Splitter
 from routing.canary import SLO, Canary
 from routing.health import HealthCheck, OutlierDetector, RetryBudget
@@ -228,25 +227,16 @@ class GatewayRuntime:
     def _build_monitoring(self) -> None:
         """Capture settings for monitored routes and experiments; the monitor process link."""
         cfg = self.cfg
+        check_files(cfg, self.config_dir)  # a config not loaded from its file is checked here
         self.capture = CaptureQueue(cfg.monitoring.queue_size, self.metrics.monitor_dropped)
         self.monitored: list[str] = []
-        for i, (rc, route) in enumerate(zip(cfg.routes, self.routes)):
+        for rc, route in zip(cfg.routes, self.routes):
             if not rc.captures:
                 continue
             if rc.monitor is None:  # a split without monitoring: its experiment only
                 route.monitor = RouteCapture(rc.name, 0.0, 0, bodies=False)
                 self.monitored.append(rc.name)
                 continue
-            path = rc.monitor.baseline_path(self.config_dir)
-            if path is not None:  # a bad baseline is a config error now, not in the monitor
-                try:
-                    if path.suffix != ".npz":
-                        load_baseline_file(path)
-                    elif not path.is_file():
-                        raise FileNotFoundError(f"no such file: {path}")
-                except (OSError, ValueError) as exc:
-                    raise ConfigError(f"routes[{i}].monitor.baseline: cannot use "
-                                      f"{rc.monitor.baseline!r}: {exc}") from exc
             route.monitor = RouteCapture(rc.name, rc.monitor.sample_rate,
                                          rc.monitor.max_capture_bytes)
             self.monitored.append(rc.name)

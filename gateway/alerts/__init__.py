@@ -1,0 +1,1 @@
+"""Alert rules and the sinks that deliver their notifications (monitor process)."""
