@@ -22,6 +22,7 @@ PSI is reported, not used for the verdict: at 20 quantile bins it misses 0.2-sd 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -274,24 +275,37 @@ def _num(v) -> float | None:
     return v if np.isfinite(v) else None
 
 
+class _Binned(NamedTuple):
+    """Both histograms as evaluate()'s parts read them."""
+
+    p: np.ndarray         # reference bin shares (F x B)
+    q: np.ndarray         # current bin shares
+    cdf_p: np.ndarray
+    cdf_q: np.ndarray
+    lower: np.ndarray     # reference bin bounds (tails end at the reference min / max)
+    upper: np.ndarray
+    centres: np.ndarray
+    n_r: np.ndarray       # values per feature, reference and current
+    n_c: np.ndarray
+    enough: np.ndarray    # current has cfg.min_samples values
+
+
 def evaluate(reference: StreamState, current: StreamState,
              config: DriftConfig | None = None) -> DriftReport:
     cfg = config or DriftConfig()
     schema = reference.schema
     if current.schema is not schema and current.schema != schema:
         raise ValueError("reference and current states are on different schemas")
-    valid = schema.bin_valid
     is_cat = schema.is_categorical
     numeric = ~is_cat
-    ref_h = reference.histogram
-    cur_h = current.histogram
     # Wasserstein-1 on bin positions (centres; the tails end at the reference min/max).
     lower, upper = schema.bin_bounds(reference.minimum, reference.maximum)
     centres = (lower + upper) / 2
-    cmp, p, q, cdf_p, cdf_q = compare_histograms(ref_h, cur_h, schema.bins_per_feature, centres,
+    cmp, p, q, cdf_p, cdf_q = compare_histograms(reference.histogram, current.histogram,
+                                                 schema.bins_per_feature, centres,
                                                  cfg.psi_epsilon)
     n_r, n_c = cmp[:, C_N_REF], cmp[:, C_N_CUR]
-    enough = n_c >= cfg.min_samples
+    binned = _Binned(p, q, cdf_p, cdf_q, lower, upper, centres, n_r, n_c, n_c >= cfg.min_samples)
     psi_v, js_v, ks_v = cmp[:, C_PSI], cmp[:, C_JS], cmp[:, C_KS]
     ks_p = ks_pvalue(ks_v, n_r, n_c)
     sd_r = reference.std
@@ -300,54 +314,8 @@ def evaluate(reference: StreamState, current: StreamState,
     chi_v = cmp[:, C_CHI2]
     chi_p = special.chdtrc(cmp[:, C_CHI2_DOF], chi_v)  # chi2.sf without scipy.stats' overhead
 
-    # Key statistics with standard errors of the difference.
     stat_thr = np.where(np.isnan(schema.stat_thresholds), cfg.stat_threshold, schema.stat_thresholds)
-    cur_lower, cur_upper = schema.bin_bounds(current.minimum, current.maximum)
-    statistics: dict[str, dict[str, np.ndarray]] = {}
-    sd_c = current.std
-    # Kurtosis of the reference (its histogram's, or the baseline sample's if larger): the
-    # sampling error of a standard deviation grows with it, sd * sqrt((kurtosis - 1) / 4n);
-    # 3 for a normal feature.
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dev = np.where(valid, centres - reference.mean[:, None], 0.0)
-        weighted = p * (dev * dev)  # (not dev ** 4: numpy's power is 30x slower)
-        m2 = weighted.sum(axis=1)
-        kurt = np.where(m2 > 0, (weighted * (dev * dev)).sum(axis=1) / (m2 * m2), 3.0)
-        kurt = np.fmax(kurt, schema.kurtosis)  # the baseline sample's, where the spec has it
-        kurt = np.clip(np.nan_to_num(kurt, nan=3.0), 3.0, None)
-        values = {
-            "mean": (reference.mean, current.mean,
-                     np.sqrt(sd_r ** 2 / np.maximum(n_r, 1) + sd_c ** 2 / np.maximum(n_c, 1))),
-            "std": (sd_r, sd_c,
-                    np.sqrt((kurt - 1) / 4 * (sd_r ** 2 / np.maximum(n_r, 1)
-                                              + sd_c ** 2 / np.maximum(n_c, 1)))),
-        }
-        for name, prob in (("median", 0.5), ("p95", 0.95)):
-            ref_q, _ = hist_quantile(p, cdf_p, prob, lower, upper)
-            cur_q, _ = hist_quantile(q, cdf_q, prob, cur_lower, cur_upper)
-            # A sample quantile's standard error is sqrt(p(1-p)/n) / density at the quantile;
-            # the density comes from the reference's quantiles either side (Siddiqui's
-            # estimator), not from the one bin the quantile falls in: a quantile on a bin edge
-            # would take the denser bin's density and understate the error (heavy tails
-            # alarmed in ~20% of identically distributed windows that way).
-            h = min(0.05, (1 - prob) / 2)
-            below, _ = hist_quantile(p, cdf_p, prob - h, lower, upper)
-            above, _ = hist_quantile(p, cdf_p, prob + h, lower, upper)
-            sparsity = (above - below) / (2 * h)
-            se = np.sqrt(prob * (1 - prob)) * sparsity * np.sqrt(
-                1 / np.maximum(n_r, 1) + 1 / np.maximum(n_c, 1))
-            values[name] = (ref_q, cur_q, se)
-        for name, (ref_s, cur_s, se) in values.items():
-            base = sd_r if name == "std" else np.where(np.abs(ref_s) >= sd_r, np.abs(ref_s), sd_r)
-            base = np.where(np.isfinite(base) & (base > 0), base, 1.0)
-            diff = cur_s - ref_s
-            change = diff / base
-            moved = (numeric & enough & np.isfinite(change) & (np.abs(change) >= stat_thr)
-                     & (np.abs(diff) >= cfg.z * np.where(np.isnan(se), np.inf, se)))
-            if name == "std":
-                moved &= n_c >= cfg.std_values_per_kurtosis * (kurt - 1)
-            statistics[name] = {"reference": ref_s, "current": cur_s, "change": change,
-                                "std_error": se, "moved": moved}
+    statistics = _key_statistics(reference, current, binned, stat_thr, cfg)
     stat_drift = np.zeros(len(is_cat), dtype=bool)
     for s in statistics.values():
         stat_drift |= s["moved"]
@@ -358,9 +326,79 @@ def evaluate(reference: StreamState, current: StreamState,
     distance_drift = (n_c >= cfg.distance_min_samples) & np.where(
         numeric, (w1 >= cfg.distance_threshold) & (ks_p < ks_alpha),
         (js_v >= cfg.distance_threshold) & (chi_p < chi_alpha))
-    drifted = stat_drift | distance_drift
+    return DriftReport(
+        names=list(schema.names), kinds=[f.kind for f in schema.features],
+        n_reference=n_r, n_current=n_c, psi=psi_v, js=js_v, wasserstein=np.where(numeric, w1, np.nan),
+        ks=np.where(numeric, ks_v, np.nan), ks_pvalue=np.where(numeric, ks_p, np.nan),
+        chi2=np.where(is_cat, chi_v, np.nan), chi2_pvalue=np.where(is_cat, chi_p, np.nan),
+        statistics=statistics, stat_drift=stat_drift, distance_drift=distance_drift,
+        drifted=stat_drift | distance_drift, stat_threshold=stat_thr,
+        ks_alpha=ks_alpha, chi2_alpha=chi_alpha, config=cfg,
+        **_integrity(reference, current, binned, cfg))
 
-    # Integrity: missing values and values outside the expected range / unseen categories.
+
+def _reference_kurtosis(reference: StreamState, b: _Binned) -> np.ndarray:
+    """Kurtosis of the reference (its histogram's, or the baseline sample's if larger): the
+    sampling error of a standard deviation grows with it, sd * sqrt((kurtosis - 1) / 4n);
+    3 for a normal feature."""
+    schema = reference.schema
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dev = np.where(schema.bin_valid, b.centres - reference.mean[:, None], 0.0)
+        weighted = b.p * (dev * dev)  # (not dev ** 4: numpy's power is 30x slower)
+        m2 = weighted.sum(axis=1)
+        kurt = np.where(m2 > 0, (weighted * (dev * dev)).sum(axis=1) / (m2 * m2), 3.0)
+        kurt = np.fmax(kurt, schema.kurtosis)  # the baseline sample's, where the spec has it
+        return np.clip(np.nan_to_num(kurt, nan=3.0), 3.0, None)
+
+
+def _key_statistics(reference: StreamState, current: StreamState, b: _Binned,
+                    stat_thr: np.ndarray, cfg: DriftConfig) -> dict[str, dict[str, np.ndarray]]:
+    """Mean, std, median and p95 of each side with the standard error of their difference;
+    `moved` where the change passes both the threshold and the sampling error."""
+    numeric = ~reference.schema.is_categorical
+    cur_lower, cur_upper = reference.schema.bin_bounds(current.minimum, current.maximum)
+    sd_r, sd_c = reference.std, current.std
+    n_r, n_c = np.maximum(b.n_r, 1), np.maximum(b.n_c, 1)
+    kurt = _reference_kurtosis(reference, b)
+    statistics: dict[str, dict[str, np.ndarray]] = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = {
+            "mean": (reference.mean, current.mean, np.sqrt(sd_r ** 2 / n_r + sd_c ** 2 / n_c)),
+            "std": (sd_r, sd_c, np.sqrt((kurt - 1) / 4 * (sd_r ** 2 / n_r + sd_c ** 2 / n_c))),
+        }
+        for name, prob in (("median", 0.5), ("p95", 0.95)):
+            ref_q, _ = hist_quantile(b.p, b.cdf_p, prob, b.lower, b.upper)
+            cur_q, _ = hist_quantile(b.q, b.cdf_q, prob, cur_lower, cur_upper)
+            # A sample quantile's standard error is sqrt(p(1-p)/n) / density at the quantile;
+            # the density comes from the reference's quantiles either side (Siddiqui's
+            # estimator), not from the one bin the quantile falls in: a quantile on a bin edge
+            # would take the denser bin's density and understate the error (heavy tails
+            # alarmed in ~20% of identically distributed windows that way).
+            h = min(0.05, (1 - prob) / 2)
+            below, _ = hist_quantile(b.p, b.cdf_p, prob - h, b.lower, b.upper)
+            above, _ = hist_quantile(b.p, b.cdf_p, prob + h, b.lower, b.upper)
+            sparsity = (above - below) / (2 * h)
+            se = np.sqrt(prob * (1 - prob)) * sparsity * np.sqrt(1 / n_r + 1 / n_c)
+            values[name] = (ref_q, cur_q, se)
+        for name, (ref_s, cur_s, se) in values.items():
+            base = sd_r if name == "std" else np.where(np.abs(ref_s) >= sd_r, np.abs(ref_s), sd_r)
+            base = np.where(np.isfinite(base) & (base > 0), base, 1.0)
+            diff = cur_s - ref_s
+            change = diff / base
+            moved = (numeric & b.enough & np.isfinite(change) & (np.abs(change) >= stat_thr)
+                     & (np.abs(diff) >= cfg.z * np.where(np.isnan(se), np.inf, se)))
+            if name == "std":
+                moved &= b.n_c >= cfg.std_values_per_kurtosis * (kurt - 1)
+            statistics[name] = {"reference": ref_s, "current": cur_s, "change": change,
+                                "std_error": se, "moved": moved}
+    return statistics
+
+
+def _integrity(reference: StreamState, current: StreamState, b: _Binned,
+               cfg: DriftConfig) -> dict:
+    """Missing values, values outside the expected range / unseen categories, HBOS rows."""
+    schema = reference.schema
+    is_cat = schema.is_categorical
     nv_r, nv_c = reference.n_values, current.n_values
     miss_r = reference.missing / np.maximum(nv_r, 1)
     miss_c = current.missing / np.maximum(nv_c, 1)
@@ -368,32 +406,22 @@ def evaluate(reference: StreamState, current: StreamState,
         wilson_lower(current.missing, nv_c, cfg.rate_z) > miss_r + cfg.missing_threshold)
     n_cats = schema.bins_per_feature - 1
     rows_idx = np.arange(len(is_cat))
-    unseen_r = np.where(is_cat, ref_h[rows_idx, np.maximum(n_cats, 0)], 0.0)
-    unseen_c = np.where(is_cat, cur_h[rows_idx, np.maximum(n_cats, 0)], 0.0)
+    unseen_r = np.where(is_cat, reference.histogram[rows_idx, np.maximum(n_cats, 0)], 0.0)
+    unseen_c = np.where(is_cat, current.histogram[rows_idx, np.maximum(n_cats, 0)], 0.0)
     out_r = np.where(is_cat, unseen_r, reference.moments[:, M_LOW] + reference.moments[:, M_HIGH])
     out_c = np.where(is_cat, unseen_c, current.moments[:, M_LOW] + current.moments[:, M_HIGH])
-    out_rate_r = out_r / np.maximum(n_r, 1)
-    out_rate_c = out_c / np.maximum(n_c, 1)
+    out_rate_r = out_r / np.maximum(b.n_r, 1)
+    out_rate_c = out_c / np.maximum(b.n_c, 1)
     out_thr = np.where(np.isnan(schema.outlier_thresholds), cfg.outlier_threshold,
                        schema.outlier_thresholds)
     # Numeric: the share outside the expected range itself; categorical: the rise of unseen ones.
     out_base = np.where(is_cat, out_rate_r, 0.0)
-    outlier_flag = enough & (wilson_lower(out_c, n_c, cfg.rate_z) > out_base + out_thr)
-
+    outlier_flag = b.enough & (wilson_lower(out_c, b.n_c, cfg.rate_z) > out_base + out_thr)
     rows_c = float(current.rows[R_ROWS])
     hbos_c = float(current.rows[R_HBOS_OUTLIERS])
-    row_rate = hbos_c / rows_c if rows_c else 0.0
     row_flag = bool(rows_c >= cfg.min_samples and wilson_lower(
         np.array([hbos_c]), np.array([rows_c]), cfg.rate_z)[0] > cfg.outlier_threshold)
-
-    return DriftReport(
-        names=list(schema.names), kinds=[f.kind for f in schema.features],
-        n_reference=n_r, n_current=n_c, psi=psi_v, js=js_v, wasserstein=np.where(numeric, w1, np.nan),
-        ks=np.where(numeric, ks_v, np.nan), ks_pvalue=np.where(numeric, ks_p, np.nan),
-        chi2=np.where(is_cat, chi_v, np.nan), chi2_pvalue=np.where(is_cat, chi_p, np.nan),
-        statistics=statistics, stat_drift=stat_drift, distance_drift=distance_drift,
-        drifted=drifted, missing_rate=miss_c, missing_rate_reference=miss_r,
-        missing_flag=missing_flag, outlier_rate=out_rate_c, outlier_rate_reference=out_rate_r,
-        outlier_flag=outlier_flag, stat_threshold=stat_thr, outlier_threshold=out_thr,
-        ks_alpha=ks_alpha, chi2_alpha=chi_alpha, row_outlier_rate=row_rate,
-        row_outlier_flag=row_flag, config=cfg)
+    return {"missing_rate": miss_c, "missing_rate_reference": miss_r, "missing_flag": missing_flag,
+            "outlier_rate": out_rate_c, "outlier_rate_reference": out_rate_r,
+            "outlier_flag": outlier_flag, "outlier_threshold": out_thr,
+            "row_outlier_rate": hbos_c / rows_c if rows_c else 0.0, "row_outlier_flag": row_flag}

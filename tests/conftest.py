@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -32,3 +34,13 @@ def quiet_logs():
     from gateway.logs import configure_logging
 
     configure_logging("warning", "json")
+
+
+_E2E = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_collection_modifyitems(items):
+    """Everything under tests/e2e/ is an end-to-end test: `pytest -m "not e2e"` runs the rest."""
+    for item in items:
+        if _E2E in Path(item.fspath).resolve().parents:
+            item.add_marker(pytest.mark.e2e)

@@ -175,43 +175,12 @@ class FeedbackDesk:
                      "results": [outcome for _, outcome in results]}
 
     def _one(self, item, now: float, joins) -> tuple[int, dict]:
-        def invalid(why: str) -> tuple[int, dict]:
-            return 400, {"status": "invalid", "error": why}
-
-        if not isinstance(item, dict):
-            return invalid("an item must be an object with request_id and a label")
-        rid = item.get("request_id")
-        if not isinstance(rid, str) or not rid:
-            return invalid("request_id (a non-empty string) is required")
-        given = [k for k in KINDS if k in item]
-        if len(given) != 1:
-            return invalid("give exactly one of label, value, reward, converted")
-        kind, raw = KINDS[given[0]], item[given[0]]
-        index = item.get("index")
-        many = isinstance(raw, list)
-        if many and index is not None:
-            return invalid("give a list of labels or an index, not both")
-        if index is not None and (not isinstance(index, int) or isinstance(index, bool) or index < 0):
-            return invalid("index must be a row number (integer >= 0)")
-        values = raw if many else [raw]
-        if not values:
-            return invalid(f"{given[0]} is an empty list")
-        truth = []
-        for v in values:
-            if given[0] == "converted":
-                if not isinstance(v, bool) and v not in (0, 1):
-                    return invalid("converted must be true or false")
-                truth.append(float(v))
-            elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                return invalid(f"{given[0]} must be a number" + (
-                    " (a class index)" if kind == "label" else ""))
-            elif kind == "label" and v != int(v):
-                return invalid("label must be a class index (an integer)")
-            else:
-                truth.append(float(v))
-        first = index or 0
+        parsed = parse_item(item)
+        if isinstance(parsed, str):
+            return 400, {"status": "invalid", "error": parsed}
+        rid, kind, truth, first = parsed
         slots = []
-        for row in range(first, first + len(values)):
+        for row in range(first, first + len(truth)):
             status, slot = self.store.find(rid, row, now)
             if status != FOUND:
                 code, name = STATUS[status]
@@ -227,8 +196,8 @@ class FeedbackDesk:
                          "error": f"route {route!r} of this prediction is gone"}
         task = exp.feedback.task if exp.feedback else "auto"
         if (task == "classification" and kind == "value") or (task == "regression" and kind == "label"):
-            return invalid(f"route {route} is a {task} task: send "
-                           f"{'label' if task == 'classification' else 'value'}")
+            return 400, {"status": "invalid", "error": f"route {route} is a {task} task: send "
+                          f"{'label' if task == 'classification' else 'value'}"}
         self.store.labelled[slots] = True
         group = int(self.store.groups[slots[0]])
         entry = joins[(group, kind)]
@@ -236,3 +205,36 @@ class FeedbackDesk:
         entry[1].extend(slots)
         return 200, {"status": "accepted", "request_id": rid, "route": route, "variant": variant,
                      "rows": len(slots)}
+
+
+def parse_item(item) -> tuple[str, str, list[float], int] | str:
+    """(request id, kind, true values, first row) of one feedback item, or why it is invalid."""
+    if not isinstance(item, dict):
+        return "an item must be an object with request_id and a label"
+    rid = item.get("request_id")
+    if not isinstance(rid, str) or not rid:
+        return "request_id (a non-empty string) is required"
+    given = [k for k in KINDS if k in item]
+    if len(given) != 1:
+        return "give exactly one of label, value, reward, converted"
+    kind, raw = KINDS[given[0]], item[given[0]]
+    index = item.get("index")
+    many = isinstance(raw, list)
+    if many and index is not None:
+        return "give a list of labels or an index, not both"
+    if index is not None and (not isinstance(index, int) or isinstance(index, bool) or index < 0):
+        return "index must be a row number (integer >= 0)"
+    values = raw if many else [raw]
+    if not values:
+        return f"{given[0]} is an empty list"
+    truth = []
+    for v in values:
+        if given[0] == "converted":
+            if not isinstance(v, bool) and v not in (0, 1):
+                return "converted must be true or false"
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return f"{given[0]} must be a number" + (" (a class index)" if kind == "label" else "")
+        elif kind == "label" and v != int(v):
+            return "label must be a class index (an integer)"
+        truth.append(float(v))
+    return rid, kind, truth, index or 0

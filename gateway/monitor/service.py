@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -172,6 +173,11 @@ def main() -> int:
     if hasattr(os, "sched_setaffinity"):
         # Started from a pinned gateway, the monitor may still run on any core that is free.
         os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    # The proxy process owns this one's life: a Ctrl-C or a SIGTERM sent to the whole process
+    # group (a terminal, systemd's default KillMode) must not kill it before it has saved its
+    # state. It stops on STOP, or when its stdin closes because the proxy process is gone.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with runner:
         return runner.run(serve())
 

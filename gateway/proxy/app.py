@@ -102,7 +102,7 @@ class Exchange:
                  "response_headers", "data", "response_bytes", "error", "fell_back", "sampled")
 
     def __init__(self, rt: GatewayRuntime, scope: dict, fwd: ForwardedRequest, route: Route,
-                 variant: Variant, started: float, shadow: bool = False) -> None:
+                 variant: Variant, started: float) -> None:
         self.rt = rt
         self.scope = scope
         self.fwd = fwd
@@ -111,7 +111,7 @@ class Exchange:
         self.variant = variant
         self.upstream = variant.upstream
         self.started = started
-        self.shadow = shadow
+        self.shadow = False              # a mirrored copy (gateway-initiated, no client)
         self.received = [0]              # request body bytes read so far
         self.body: bytes | AsyncIterator[bytes] | None = None
         self.target = b""
@@ -386,8 +386,8 @@ class ProxyApp:
         """One shadow copy: its answer is counted and monitored under the upstream's name."""
         rt, route = live.rt, live.route
         ex = Exchange(rt, live.scope, live.fwd, route, Variant(upstream.name, upstream),
-                      time.perf_counter(), shadow=True)
-        ex.body, ex.target = live.body, live.target
+                      time.perf_counter())
+        ex.shadow, ex.body, ex.target = True, live.body, live.target
         try:
             resp = await upstream.pool.request(ex.scope["method"].encode(), ex.target,
                                                ex.fwd.headers, ex.body)

@@ -248,6 +248,25 @@ def stop_models(models: list[subprocess.Popen]) -> None:
             proc.wait(5)
 
 
+def print_banner(url: str, admin_url: str, ports: tuple[int, int, int], rate: float) -> None:
+    v1, v2, hook = ports
+    print(f"""
+driftgate demo
+  model churn v1    http://127.0.0.1:{v1}   (KServe V1, Open Inference V2, MLflow)
+  model churn v2    http://127.0.0.1:{v2}
+  split             V1 and V2 traffic: 50% control (v1), 50% candidate (v2), sticky by
+                    X-User-Id; MLflow traffic all to v2
+  feedback          the true label of every answer is posted to {url}/feedback
+  gateway           {url}      <- point clients here
+  admin             {admin_url}      /metrics /healthz /readyz /monitoring /experiments
+  alerts webhook    http://127.0.0.1:{hook}/alerts   (prints what it gets, below)
+try:
+  curl -s -X POST {url}/v1/models/churn:predict -d '{{"instances": [[12, 70.5, 2, 21.3, "basic"]]}}'
+sending {rate:g} requests/s of V1, V2 and MLflow traffic, monitored against a baseline;
+Ctrl-C stops everything
+""", flush=True)
+
+
 async def _demo(duration: float | None, rate: float) -> int:
     v1, v2 = port_or_free(9001), port_or_free(9002)
     port, admin = port_or_free(8080), port_or_free(8090)
@@ -267,21 +286,7 @@ async def _demo(duration: float | None, rate: float) -> int:
         serving = asyncio.create_task(gw.serve())
         await gw.started.wait()
         url, admin_url = f"http://127.0.0.1:{gw.port}", f"http://127.0.0.1:{gw.admin_port}"
-        print(f"""
-driftgate demo
-  model churn v1    http://127.0.0.1:{v1}   (KServe V1, Open Inference V2, MLflow)
-  model churn v2    http://127.0.0.1:{v2}
-  split             V1 and V2 traffic: 50% control (v1), 50% candidate (v2), sticky by
-                    X-User-Id; MLflow traffic all to v2
-  feedback          the true label of every answer is posted to {url}/feedback
-  gateway           {url}      <- point clients here
-  admin             {admin_url}      /metrics /healthz /readyz /monitoring /experiments
-  alerts webhook    http://127.0.0.1:{hook}/alerts   (prints what it gets, below)
-try:
-  curl -s -X POST {url}/v1/models/churn:predict -d '{{"instances": [[12, 70.5, 2, 21.3, "basic"]]}}'
-sending {rate:g} requests/s of V1, V2 and MLflow traffic, monitored against a baseline;
-Ctrl-C stops everything
-""", flush=True)
+        print_banner(url, admin_url, (v1, v2, hook), rate)
         traffic = Traffic(url, rate, stopping=lambda: gw.draining)
         tasks.append(asyncio.create_task(traffic.run()))
         first = min(6.0, duration) if duration else 6.0

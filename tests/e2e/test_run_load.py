@@ -4,9 +4,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.servers import ROOT
 
 
+@pytest.mark.slow
 def test_run_load_reports_clean_run_and_drift_alert(tmp_path):
     out = tmp_path / "load.md"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_load.py"), "--users", "5",

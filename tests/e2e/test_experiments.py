@@ -108,6 +108,7 @@ def run_experiment(tmp_path, candidate_bias: float) -> dict:
         candidate.stop()
 
 
+@pytest.mark.slow
 def test_better_model_is_declared_significant(tmp_path):
     report, printed = run_experiment(tmp_path, candidate_bias=1.0)
     assert report["control"] == "control"
@@ -128,6 +129,7 @@ def test_better_model_is_declared_significant(tmp_path):
     assert f"candidate vs control, accuracy (two-proportion z): {accuracy['verdict']}" in printed
 
 
+@pytest.mark.slow
 def test_equal_models_are_not_declared_different(tmp_path):
     report, printed = run_experiment(tmp_path, candidate_bias=0.0)
     accuracy = next(t for t in report["tests"] if t["metric"] == "accuracy")
@@ -208,6 +210,7 @@ def test_an_experiment_can_be_started_over_with_the_admin_token(tmp_path):
         model.stop()
 
 
+@pytest.mark.slow
 def test_labels_find_their_predictions_after_a_restart(tmp_path):
     model = AppServer(build_model_app("churn", seed=1))
     cfg = split_config(tmp_path, model.url, model.url)
@@ -231,6 +234,7 @@ def test_labels_find_their_predictions_after_a_restart(tmp_path):
         model.stop()
 
 
+@pytest.mark.slow
 def test_labels_find_their_predictions_after_the_monitor_process_is_killed(tmp_path):
     """kill -9 of the monitor process: the gateway starts a new one, which finds the
     predictions saved at the last `persist_every` (here 1 s) and takes their labels."""

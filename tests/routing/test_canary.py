@@ -88,3 +88,18 @@ def test_plain_slo_rule_ignores_the_control():
     feed(c, 30, ok=False)
     feed_control(c, 1000, errors=5)
     assert c.evaluate(61) == "advance"
+
+
+def test_the_canary_gap_is_stats_two_proportion_difference():
+    """routing/ keeps a scalar copy of the unpooled two-proportion difference (the proxy process
+    must not import stats/): both give the same numbers."""
+    import numpy as np
+
+    from routing.canary import proportion_gap
+    from stats.experiments import two_proportions
+
+    for x_a, n_a, x_b, n_b in [(3, 1000, 9, 1000), (0, 200, 5, 300), (50, 50, 0, 10), (7, 9, 7, 9)]:
+        effect, se = proportion_gap(x_a, n_a, x_b, n_b)
+        ref_effect, ref_se, _, _ = two_proportions(x_a, n_a, x_b, n_b)
+        assert np.isclose(effect, ref_effect, rtol=0, atol=1e-15)
+        assert np.isclose(se, ref_se, rtol=1e-12, atol=0)

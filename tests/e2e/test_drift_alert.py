@@ -62,6 +62,7 @@ def stack(tmp_path):
     model.stop()
 
 
+@pytest.mark.slow
 def test_six_percent_shift_alerts_within_30s_then_resolves(stack):
     gw, hook = stack
     traffic = Traffic(gw.url)

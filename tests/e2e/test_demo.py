@@ -2,9 +2,12 @@
 
 import re
 
+import pytest
+
 from tests.servers import run_cli
 
 
+@pytest.mark.slow
 def test_demo_runs_shows_metrics_and_stops_everything():
     done = run_cli("demo", "--duration", "25", "--rate", "40", timeout=120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

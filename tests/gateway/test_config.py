@@ -82,3 +82,16 @@ def test_check_config_cli(tmp_path):
 def test_example_config_is_valid():
     cfg = load_config(ROOT / "config.example.yaml", env={})
     assert cfg.routes and cfg.upstreams
+
+
+def test_check_config_finds_what_serve_would_refuse(tmp_path):
+    """A baseline file that is missing or unreadable is found without serving, with its line."""
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(GOOD.replace("upstream: iris-v1", "upstream: iris-v1\n    monitor: {baseline: "
+                                "nowhere.csv}"))
+    done = run_cli("check-config", str(cfg))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"{cfg}:11 routes[0].monitor.baseline: cannot use 'nowhere.csv'")
+    (tmp_path / "nowhere.csv").write_text("tenure,plan\n1,basic\n")
+    done = run_cli("check-config", str(cfg))
+    assert done.returncode == 0, done.stderr

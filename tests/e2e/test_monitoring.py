@@ -6,6 +6,7 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.tools.demo import write_baseline
@@ -99,6 +100,7 @@ def test_rejected_requests_are_counted_apart(tmp_path):
         echo.stop()
 
 
+@pytest.mark.slow
 def test_learned_reference_and_windows_survive_restart(tmp_path):
     model = AppServer(build_model_app("churn"))
     cfg = monitored(model.url, tmp_path, "kserve-v1", "{learn: {rows: 400}, features: "

@@ -4,11 +4,15 @@ import subprocess
 import time
 
 import httpx
+import pytest
 
 from tests.peers import require_binary
 from tests.servers import GatewayServer, free_port, gateway_yaml, wait_port
 
+pytestmark = pytest.mark.peers
 
+
+@pytest.mark.slow
 def test_prometheus_scrapes_request_count(echo, tmp_path):
     prometheus = require_binary("prometheus")
     server = GatewayServer(gateway_yaml({"echo": echo.url}, [("model", "/v1/models/m", "echo")]))

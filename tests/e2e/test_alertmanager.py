@@ -5,13 +5,17 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 
 from gateway.tools.demo import write_baseline
 from gateway.tools.demo_model import build_model_app, synthetic_rows
 from tests.peers import require_binary
 from tests.servers import AppServer, GatewayServer, Recorder, churn_monitor_yaml, free_port, wait_port
 
+pytestmark = pytest.mark.peers
 
+
+@pytest.mark.slow
 def test_drift_alert_reaches_a_webhook_through_alertmanager(tmp_path):
     binary = require_binary("prometheus-alertmanager")
     hook = Recorder()

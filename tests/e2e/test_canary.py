@@ -5,6 +5,7 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 
 from gateway.tools.demo_model import build_model_app, synthetic_rows
 from tests.servers import AppServer, GatewayServer, free_port
@@ -48,6 +49,7 @@ def canary(gw) -> dict:
     return httpx.get(f"{gw.admin_url}/admin/routes").json()["routes"][0]["canary"]
 
 
+@pytest.mark.slow
 def test_healthy_candidate_walks_to_100_percent():
     v1, v2 = AppServer(build_model_app("churn")), AppServer(build_model_app("churn", version="v2"))
     gw = gateway(v1.url, v2.url, "[20, 50, 100]", "1s")
@@ -66,6 +68,7 @@ def test_healthy_candidate_walks_to_100_percent():
         v2.stop()
 
 
+@pytest.mark.slow
 def test_erroring_candidate_rolls_back_to_zero_and_stays():
     v1 = AppServer(build_model_app("churn"))
     v2 = AppServer(build_model_app("churn", error_rate=0.5, seed=1))

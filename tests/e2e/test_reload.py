@@ -4,6 +4,7 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from gateway.config import load_config
 from tests.servers import AppServer, EchoApp, GatewayServer, free_port
@@ -35,6 +36,7 @@ def start(tmp_path):
     return gw, a, b, path, port, admin
 
 
+@pytest.mark.slow
 def test_twenty_reloads_under_load_lose_no_request(tmp_path):
     gw, a, b, path, port, admin = start(tmp_path)
     failures, done = [], []

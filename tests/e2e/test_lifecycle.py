@@ -1,6 +1,7 @@
 """The gateway as a process: start, access log, readiness, SIGTERM drain."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -101,3 +102,69 @@ def test_healthz_and_readyz_follow_upstream_reachability(echo):
             late.stop()
     finally:
         server.stop()
+
+
+def _monitored_config(tmp_path, upstream_url: str, admin: int) -> str:
+    return f"""
+server: {{port: {free_port()}}}
+admin: {{port: {admin}}}
+logging: {{format: json, access_log: {{enabled: false}}}}
+state_dir: {tmp_path / "state"}
+alerts: {{evaluate_every: 0.5s}}
+upstreams:
+  echo: {{url: "{upstream_url}"}}
+routes:
+  - {{name: r, match: {{path_prefix: /}}, upstream: echo, protocol: json, monitor: {{learn: {{rows: 100}}}}}}
+"""
+
+
+def _monitor_up(admin: int, timeout: float = 60) -> dict:
+    wait_port(admin, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        body = httpx.get(f"http://127.0.0.1:{admin}/monitoring").json()
+        if body["monitor_process"]["alive"] and "routes" in body:
+            break
+        time.sleep(0.2)
+    return body
+
+
+def test_a_stats_py_in_the_working_directory_shadows_nothing(echo, tmp_path):
+    """Started from a folder holding a `stats.py`, both processes still run the project's own
+    packages: the proxy never imports stats/, the monitor child starts with -P."""
+    (tmp_path / "stats.py").write_text("raise SystemExit('the working directory was imported')\n")
+    admin = free_port()
+    cfg = tmp_path / "gateway.yaml"
+    cfg.write_text(_monitored_config(tmp_path, echo.url, admin))
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(cfg)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        body = _monitor_up(admin)
+        assert body["monitor_process"]["alive"] and "r" in body["routes"], body
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_sigterm_to_the_whole_process_group_still_saves_monitor_state(echo, tmp_path):
+    """A terminal's Ctrl-C or systemd's default stop signals every process of the group: the
+    monitor child leaves its life to the proxy process, which stops it after saving."""
+    admin = free_port()
+    cfg = tmp_path / "gateway.yaml"
+    cfg.write_text(_monitored_config(tmp_path, echo.url, admin))
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(cfg)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        assert _monitor_up(admin)["monitor_process"]["alive"]
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert proc.returncode == 0, out
+    assert "monitor process exited" not in out, out
+    assert (tmp_path / "state" / "r.experiment.npz").is_file()
