@@ -1,6 +1,6 @@
 """Does the feedback store stay within its cap? RSS while predictions stream in.
 
-Predictions go into gateway.prediction_store.PredictionStore the way the monitor process puts
+Predictions go into gateway.experiments.prediction_store.PredictionStore the way the monitor process puts
 them (batches of captures, request ids hashed), far past its capacity; the process's resident
 memory is sampled as it goes. Past the capacity the ring overwrites the oldest rows: memory
 must stay flat, evictions counted.

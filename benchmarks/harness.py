@@ -134,7 +134,7 @@ def uvicorn_app(module: str, env: dict[str, str], cpu: str | None) -> tuple[Proc
 def driftgate_process(model_port: int, monitored: bool, workdir: Path, cpu: str | None,
                       queue_size: int | None = None) -> tuple[Process, int, int]:
     """(process, port, admin port) of `driftgate serve` with one route to the model, with or
-    without full monitoring against `workdir/train.csv` (gateway.demo.write_baseline)."""
+    without full monitoring against `workdir/train.csv` (gateway.tools.demo.write_baseline)."""
     from gateway.tools.demo_model import FEATURES
 
     port, admin = free_port(), free_port()

@@ -12,6 +12,10 @@ request at 64 connections; latency at 1 connection (added latency = proxy minus 
 
     python benchmarks/proxy_overhead.py [--seconds 8] [--payload small|large]
                                         [--out benchmarks/results/proxy_overhead.md]
+
+With --ref REF (a git ref), the gateway as it was at REF runs beside the working tree's
+(`driftgate@REF`, same config, same CPU), interleaved round by round: a change to the hot path
+is judged side by side, not against figures from another day.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ import argparse
 import contextlib
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from benchmarks.harness import (  # noqa: E402
     Process,
@@ -52,7 +58,17 @@ PAYLOADS = {"small": (BODY, ANSWER), "large": (BODY_LARGE, ANSWER_LARGE)}
 PROXY_CPU = "1"
 
 
-def gateway_process(model_port: int, access_log: bool) -> tuple[Process, int]:
+def checkout(ref: str, into: Path) -> Path:
+    """gateway/, routing/ and stats/ as they were at `ref`, in a folder of their own."""
+    archive = subprocess.run(["git", "archive", ref, "gateway", "routing", "stats"], cwd=ROOT,
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def gateway_process(model_port: int, access_log: bool,
+                    root: Path | None = None) -> tuple[Process, int]:
+    """The gateway on CPU 1; `root`: run the packages found there (a checkout at a ref)."""
     port, admin = free_port(), free_port()
     cfg = Path(tempfile.mkdtemp(prefix="driftgate-bench-")) / "gateway.yaml"
     cfg.write_text(f"""
@@ -65,7 +81,7 @@ routes:
   - {{name: model, match: {{path_prefix: /}}, upstream: model}}
 """)
     return Process([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)], cpu=PROXY_CPU,
-                   port=port), port
+                   port=port, cwd=root, env={"PYTHONPATH": str(root)} if root else None), port
 
 
 def uvicorn_process(module: str, model_port: int) -> tuple[Process, int]:
@@ -127,6 +143,11 @@ def render(rows: list[dict], seconds: float, connections: int, body: str = BODY,
         checks.append(f"driftgate vs naive starlette+httpx: {gw['rps'] / by['naive']['rps']:.1f}x "
                       f"(target >= 10x)")
     checks.append(f"driftgate CPU per request: {gw['cpu_us']:.0f} us (target <= 250 us)")
+    for name, r in by.items():
+        if name.startswith("driftgate@"):
+            checks.append(f"driftgate vs {name}: req/s {gw['rps'] / r['rps']:.3f}x, CPU per request "
+                          f"{gw['cpu_us'] / r['cpu_us']:.3f}x, 1-conn p50 "
+                          f"{(gw['c1_p50_ms'] - r['c1_p50_ms']) * 1000:+.0f} us")
     if "nginx-proxy" in by:
         checks.append(f"driftgate CPU per request vs nginx as proxy: "
                       f"{gw['cpu_us'] / by['nginx-proxy']['cpu_us']:.1f}x")
@@ -144,6 +165,7 @@ def main() -> int:
     parser.add_argument("--payload", choices=PAYLOADS, default="small",
                         help="small: 261-byte request (7 rows); large: ~30 KB (800 rows)")
     parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
+    parser.add_argument("--ref", help="also run the gateway as it was at this git ref")
     args = parser.parse_args()
     body, answer = PAYLOADS[args.payload]
 
@@ -160,6 +182,9 @@ def main() -> int:
             "aiohttp": lambda: uvicorn_process("benchmarks.aiohttp_proxy:app", model_port),
             "naive": lambda: uvicorn_process("benchmarks.naive_proxy:app", model_port),
         }
+        if args.ref:
+            old = checkout(args.ref, Path(stack.enter_context(tempfile.TemporaryDirectory())))
+            starters[f"driftgate@{args.ref}"] = lambda: gateway_process(model_port, True, old)
         for name, start in starters.items():
             if name not in args.skip:
                 proc, port = start()
