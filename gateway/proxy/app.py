@@ -17,6 +17,7 @@ from gateway.link.messages import Capture, Question
 from gateway.logs import get_access_logger
 from gateway.proxy.engine import UpstreamError, UpstreamResponse
 from gateway.proxy.headers import ForwardedRequest, response_headers
+from gateway.proxy.paths import UnsafePath, decoded, normalize
 from gateway.proxy.runtime import GatewayRuntime, Route, Upstream, Variant
 from routing import UnknownVariant, cookie_value
 
@@ -98,7 +99,7 @@ class Exchange:
     """
 
     __slots__ = ("rt", "scope", "fwd", "route", "chosen", "variant", "upstream", "started",
-                 "shadow", "received", "body", "target", "status", "sent_at", "upstream_dur",
+                 "shadow", "path", "received", "body", "target", "status", "sent_at", "upstream_dur",
                  "response_headers", "data", "response_bytes", "error", "fell_back", "sampled")
 
     def __init__(self, rt: GatewayRuntime, scope: dict, fwd: ForwardedRequest, route: Route,
@@ -112,9 +113,10 @@ class Exchange:
         self.upstream = variant.upstream
         self.started = started
         self.shadow = False              # a mirrored copy (gateway-initiated, no client)
+        self.path: str = scope["path"]   # normalised (gateway.proxy.paths), as matched
         self.received = [0]              # request body bytes read so far
         self.body: bytes | AsyncIterator[bytes] | None = None
-        self.target = b""
+        self.target = b""                # normalised raw path + query: what the upstream gets
         self.status = 0                  # 0 until an answer (upstream's or ours) is decided
         self.sent_at = started
         self.upstream_dur: float | None = None
@@ -151,13 +153,21 @@ class ProxyApp:
         rt = self.runtime
         fwd = ForwardedRequest(scope)
         rid = fwd.request_id
-        if scope["path"] == rt.feedback_path and scope["method"] == "POST":
+        raw = scope.get("raw_path") or scope["path"].encode()
+        try:
+            normal = normalize(raw)
+        except UnsafePath as exc:
+            await send_json(send, 400, {"error": str(exc), "request_id": rid.decode()},
+                            [(b"x-request-id", rid)])
+            return
+        path = scope["path"] if normal is raw else decoded(normal)
+        if path == rt.feedback_path and scope["method"] == "POST":
             await self._feedback(receive, send, rid)
             return
-        route = rt.table.match(scope["method"], scope["path"])
+        route = rt.table.match(scope["method"], path)
         if route is None:
             rt.metrics.unrouted.inc()
-            await send_json(send, 404, {"error": "no route for this path", "path": scope["path"],
+            await send_json(send, 404, {"error": "no route for this path", "path": path,
                                         "request_id": rid.decode()}, [(b"x-request-id", rid)])
             return
         variant = route.variants[0] if route.splitter is None else self._choose(route, scope)
@@ -167,9 +177,13 @@ class ProxyApp:
                 "variants": route.splitter.names, "route": route.name,
                 "request_id": rid.decode()}, [(b"x-request-id", rid)])
             return
+        ex = Exchange(rt, scope, fwd, route, variant, started)
+        ex.path = path
+        query = scope.get("query_string")
+        ex.target = normal + b"?" + query if query else normal  # what the upstream is sent
         route.in_flight.inc()
         try:
-            await self._forward(Exchange(rt, scope, fwd, route, variant, started), receive, send)
+            await self._forward(ex, receive, send)
         finally:
             route.in_flight.dec()
 
@@ -267,9 +281,6 @@ class ProxyApp:
         if not body and fwd.content_length is None and not fwd.chunked:
             body = None  # no body and no framing header: send none
         ex.body = body
-        scope = ex.scope
-        target = scope.get("raw_path") or scope["path"].encode()
-        ex.target = target + b"?" + scope["query_string"] if scope.get("query_string") else target
 
     async def _send(self, ex: Exchange) -> UpstreamResponse:
         """The request to the pick's upstream, or to another variant when that one is down;
@@ -481,7 +492,7 @@ class ProxyApp:
         self.access_log.info(
             "access", request_id=ex.fwd.request_id.decode(), route=ex.route.name,
             variant=ex.variant.name, upstream=ex.upstream.name, method=ex.scope["method"],
-            path=ex.scope["path"], status=ex.status, duration_ms=round(duration * 1000, 3),
+            path=ex.path, status=ex.status, duration_ms=round(duration * 1000, 3),
             upstream_ms=round(dur * 1000, 3) if dur is not None else None,
             request_bytes=ex.received[0], response_bytes=ex.response_bytes,
             error=ex.error.kind if ex.error else None, fallback=ex.fell_back)

@@ -315,3 +315,32 @@ def test_server_timing_on_every_response(gw, client):
     parts = dict(p.strip().split(";dur=") for p in r.headers["server-timing"].split(","))
     assert set(parts) == {"gateway", "upstream"}
     assert all(float(v) >= 0 for v in parts.values())
+
+
+def _raw_get(port: int, target: str) -> tuple[int, bytes]:
+    """A GET sent byte for byte (httpx would remove the dot segments itself)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_dot_segments_cannot_escape_the_route_prefix(echo):
+    server = GatewayServer(gateway_yaml({"echo": echo.url}, [("public", "/public/nginx", "echo")]))
+    try:
+        before = echo.app.requests
+        escapes = ["/public/nginx/../../internal/secret", "/public/nginx/%2e%2e/%2e%2e/internal/secret",
+                   "/public/nginx/..%2f..%2finternal/secret", "/public/nginx/%2f..%2f..%2finternal",
+                   "/public/nginx/..\\..\\internal/secret", "/public/nginx/%2E%2e/../internal"]
+        statuses = {target: _raw_get(server.gateway.port, target)[0] for target in escapes}
+        assert all(s in (400, 404) for s in statuses.values()), statuses
+        assert echo.app.requests == before  # none of them reached the upstream
+        status, body = _raw_get(server.gateway.port, "/public/nginx/a/./b/%2E%2E/c?q=1")
+        assert status == 200
+        seen = orjson.loads(body)
+        assert (seen["raw_path"], seen["query"]) == ("/public/nginx/a/c", "q=1")
+    finally:
+        server.stop()
