@@ -174,6 +174,9 @@ class MonitorConfig(_Model):
     short_window: Duration = 10.0           # judged beside the long one: fast detection
     sample_rate: float = Field(1.0, ge=0, le=1)
     max_capture_bytes: int = Field(1 << 20, gt=0)
+    # Distinct feature names a route decodes and learns (a baseline with more raises it to its
+    # own count): values under further names are counted, never added to the schema.
+    max_features: int = Field(256, ge=1, le=10_000)
     retrain: RetrainConfig | None = None
     feedback: FeedbackConfig = FeedbackConfig()
 

@@ -10,6 +10,7 @@ states of its parts (workers, replicas, time slices).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -224,13 +225,21 @@ def save_states(path: str | Path, schema: Schema, states: dict[str, StreamState]
 
 
 def write_npz(path: str | Path, arrays: dict[str, np.ndarray], compress: bool = True) -> None:
-    """An npz written to a temporary file and renamed over `path`: a crash never leaves a
-    half-written file (the state files of stats/ and of the gateway's monitor process)."""
+    """An npz written to a temporary file, flushed to disk, and renamed over `path`, the
+    folder flushed after: neither a crash nor a power cut leaves a half-written file (the state
+    files of stats/ and of the gateway's monitor process)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
         (np.savez_compressed if compress else np.savez)(fh, **arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
     tmp.replace(path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself
+    finally:
+        os.close(folder)
 
 
 def load_states(path: str | Path) -> tuple[Schema, dict[str, StreamState]]:

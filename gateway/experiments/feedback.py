@@ -32,6 +32,7 @@ from gateway.experiments.prediction_store import (
     PredictionStore,
     request_key,
 )
+from gateway.state_files import load_or_set_aside
 
 SCORE_COLUMNS = ("probability", "probabilities", "score", "scores", "proba")
 PREDICTION_COLUMNS = ("prediction", "predict", "predictions", "label", "class", "output")
@@ -93,13 +94,17 @@ class FeedbackDesk:
         self.cfg = cfg
         self.experiments = experiments
         self.metrics = metrics
-        self.store = PredictionStore(cfg.max_entries, cfg.ttl)
+        self._new_store()
         self._pending: list[tuple] = []
         self.path = path  # where a clean stop saves the predictions still waiting
-        if path is not None and self.store.load(path):
+        if path is not None and load_or_set_aside(path, lambda: self.store.load(path),
+                                                  self._new_store):
             metrics.feedback_store_rows.set(len(self.store))
         self._evicted_seen = self.store.evicted
         self._changed = False  # predictions stored or labelled since the last save
+
+    def _new_store(self) -> None:
+        self.store = PredictionStore(self.cfg.max_entries, self.cfg.ttl)
 
     def save(self) -> None:
         """Write the store when it changed since the last save: with the experiment tallies

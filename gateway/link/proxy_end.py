@@ -46,10 +46,17 @@ class MonitorLink:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
-    async def start(self, timeout: float = 60.0) -> None:
+    async def start(self, timeout: float = 30.0) -> None:
+        """Start the monitor process and wait for it, at most `timeout`: past that the proxy
+        serves anyway (captures are dropped and counted, /feedback answers 503) while the
+        process keeps being restarted."""
         await self._spawn()
-        await asyncio.wait_for(self._ready.wait(), timeout)
         self._flusher = asyncio.create_task(self._flush_loop())
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            self.log.error("monitor process not ready; serving without monitoring until it is",
+                           waited_s=timeout)
 
     async def _spawn(self) -> None:
         self._ready.clear()

@@ -23,6 +23,7 @@ from gateway.config import MonitorConfig, RouteConfig
 from gateway.link.messages import Capture
 from gateway.logs import get_logger
 from gateway.monitor.codecs import DecodeError, decode_request, decode_response, decompress
+from gateway.state_files import load_or_set_aside
 from stats import SlidingWindow, StreamState, fit_baseline, load_states, save_states
 from stats.state import load_bundle
 
@@ -59,11 +60,14 @@ def merge_columns(tables: list[dict[str, list]]) -> tuple[dict[str, list], int]:
 class SideModel:
     """One side (inputs or outputs) of one route: reference + a window per variant."""
 
-    def __init__(self, route: str, side: str, cfg: MonitorConfig, learn_rows: int) -> None:
+    def __init__(self, route: str, side: str, cfg: MonitorConfig, learn_rows: int,
+                 max_features: int) -> None:
         self.route = route
         self.side = side
         self.cfg = cfg
         self.learn_rows = learn_rows
+        self.max_features = max_features
+        self._learning_names: dict[str, None] = {}  # first seen first, up to max_features
         self.schema = None
         self.reference: StreamState | None = None
         self.windows: dict[str, SlidingWindow] = {}
@@ -98,19 +102,38 @@ class SideModel:
                                                       clock=time.time)
         return w
 
-    def add(self, variant: str, columns: dict[str, list], rows: int, at: float) -> None:
+    def add(self, variant: str, columns: dict[str, list], rows: int, at: float) -> int:
+        """Rows into the window (or the learning buffer); returns the values dropped because
+        their names would have taken the learned schema past `max_features`."""
+        dropped = 0
         if self.reference is None:
+            columns, dropped = self._admit(columns)
             self._buffer.append(columns)
             self._buffered += rows
             if self._buffered >= self.learn_rows:
                 merged, total = merge_columns(self._buffer)
-                self._buffer, self._buffered = [], 0
+                self._buffer, self._buffered, self._learning_names = [], 0, {}
                 n = self.learn_rows
                 self.fit({k: v[:n] for k, v in merged.items()})
                 if total > n:  # rows past the reference's share go to the window, not lost
                     self.window(variant).update({k: v[n:] for k, v in merged.items()}, now=at)
-            return
+            return dropped
         self.window(variant).update(columns, now=at)
+        return dropped
+
+    def _admit(self, columns: dict[str, list]) -> tuple[dict[str, list], int]:
+        """While learning: the columns under names already seen or still room for."""
+        names = self._learning_names
+        if all(k in names for k in columns):
+            return columns, 0
+        kept, dropped = {}, 0
+        for k, v in columns.items():
+            if k in names or len(names) < self.max_features:
+                names[k] = None
+                kept[k] = v
+            else:
+                dropped += len(v)
+        return kept, dropped
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, path: Path) -> None:
@@ -161,20 +184,27 @@ class RouteMonitor:
         self.baseline_columns: dict[str, list] | None = None
         self._baseline_reference = None
         path = self.cfg.baseline_path(config_dir)
+        known = 0
         if path is not None:
             columns = load_baseline_file(path)
             if columns is None:
                 self._baseline_reference = load_states(path)
+                known = self._baseline_reference[0].n_features
             else:
                 self.baseline_columns = columns
+                known = len(columns)
+        # a baseline wider than the cap raises it: its own features are never dropped
+        self.max_features = max(self.cfg.max_features, known)
 
     def model(self, side: str, variant: str) -> SideModel:
         own = self.per_variant or (side == "outputs" and self.outputs_per_variant)
         key = (side, variant if own else "*")
         m = self._models.get(key)
         if m is None:
-            m = self._models[key] = SideModel(self.name, side, self.cfg, self.learn_rows)
-            if not m.load(self._path(key)) and side == "inputs":
+            m = self._models[key] = SideModel(self.name, side, self.cfg, self.learn_rows,
+                                              self.max_features)
+            path = self._path(key)
+            if not load_or_set_aside(path, lambda: m.load(path)) and side == "inputs":
                 if self._baseline_reference is not None:
                     schema, states = self._baseline_reference
                     m.set_reference(schema, next(iter(states.values())))
@@ -257,7 +287,9 @@ class MonitorCore:
             columns, rows = merge_columns(tables)
             if not rows:
                 continue
-            mon.model(side, variant).add(variant, columns, rows, newest)
+            dropped = mon.model(side, variant).add(variant, columns, rows, newest)
+            if dropped:
+                self.metrics.monitor_dropped_features(mon.name, side).inc(dropped)
             self.metrics.monitor_rows(mon.name, variant, side).inc(rows)
         self.metrics.monitor_lag.set(max(0.0, time.time() - captures[0].at))
         return True
@@ -294,10 +326,15 @@ class MonitorCore:
             if binary:
                 raise DecodeError("binary_extension")
             if side == "inputs":
-                return decode_request(mon.protocol, body, ctype, mon.cfg.feature_names or None,
-                                      mon.cfg.json_path)
-            body = decompress(body, encoding, mon.max_capture)
-            return decode_response(mon.protocol, body, ctype, mon.cfg.prediction_path)
+                columns = decode_request(mon.protocol, body, ctype, mon.cfg.feature_names or None,
+                                         mon.cfg.json_path, mon.max_features)
+            else:
+                body = decompress(body, encoding, mon.max_capture)
+                columns = decode_response(mon.protocol, body, ctype, mon.cfg.prediction_path,
+                                          mon.max_features)
+            if getattr(columns, "dropped", 0):
+                self.metrics.monitor_dropped_features(mon.name, side).inc(columns.dropped)
+            return columns
         except DecodeError as exc:
             self.metrics.monitor_decode_error(mon.name, side, exc.reason).inc()
             return None

@@ -28,6 +28,10 @@ class MonitorMetrics:
             "driftgate_monitor_rejected_rows", "Input rows of requests the upstream rejected "
             "(status >= 400): counted, kept out of the histograms.", ["route", "variant"],
             registry=r)
+        self._dropped_features = Counter(
+            "driftgate_monitor_dropped_feature_values", "Values under feature names past the "
+            "route's monitor.max_features: not decoded, not learned.", ["route", "side"],
+            registry=r)
         self._decode_errors = Counter(
             "driftgate_monitor_decode_errors", "Payloads the monitor could not decode, by reason.",
             ["route", "side", "reason"], registry=r)
@@ -89,6 +93,9 @@ class MonitorMetrics:
 
     def monitor_rejected_rows(self, route: str, variant: str):
         return self._monitor_rejected.labels(route, variant)
+
+    def monitor_dropped_features(self, route: str, side: str):
+        return self._child(self._dropped_features, route, side)
 
     def monitor_decode_error(self, route: str, side: str, reason: str):
         return self._decode_errors.labels(route, side, reason)

@@ -34,6 +34,7 @@ from gateway.logs import configure_logging, get_logger
 from gateway.monitor.core import MonitorCore, RouteMonitor
 from gateway.monitor.evaluator import Evaluator
 from gateway.monitor.metrics import MonitorMetrics
+from gateway.state_files import load_or_set_aside
 
 
 def build(cfg: GatewayConfig, config_dir: Path):
@@ -44,7 +45,7 @@ def build(cfg: GatewayConfig, config_dir: Path):
     for rc in cfg.routes:
         if rc.captures:
             exp = experiments[rc.name] = RouteExperiment(rc, state_dir)
-            exp.load()
+            load_or_set_aside(exp.path, exp.load, exp.reset)
         if rc.monitor is not None:
             mon = RouteMonitor(rc, state_dir, config_dir)
             for side in ("inputs", "outputs"):

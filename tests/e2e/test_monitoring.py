@@ -164,3 +164,30 @@ def test_missing_baseline_file_is_a_config_error(tmp_path):
     done = run_cli("serve", "--config", str(tmp_path / "gw.yaml"), timeout=30)
     assert done.returncode == 2
     assert "routes[0].monitor.baseline" in done.stderr and "nowhere.csv" in done.stderr
+
+
+def test_corrupt_state_files_are_set_aside_and_serving_starts(tmp_path):
+    """What a power cut leaves (empty, truncated, garbage files) never stops the gateway: each
+    bad file is moved aside with its name logged, and the route starts anew."""
+    model = AppServer(EchoApp())
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "r.inputs.npz").write_bytes(b"")
+    (state / "r.experiment.npz").write_bytes(b"PK\x03\x04 truncated zip")
+    (state / "predictions.npz").write_bytes(os.urandom(300))
+    cfg = monitored(model.url, tmp_path, "json")
+    cfg = cfg.replace("monitoring: {persist_every: 1s}", "monitoring: {persist_every: 1s}\n"
+                      "feedback: {enabled: true}")
+    started = time.monotonic()
+    gw = GatewayServer(cfg)
+    try:
+        # ~2 s here (the monitor's numba import and state load); margin for a loaded machine
+        assert time.monotonic() - started < 8.0
+        snap = wait_for(lambda: httpx.get(f"{gw.admin_url}/monitoring").json().get("routes"))
+        assert snap["r"]["sides"]["inputs"]["reference_ready"] is False
+        aside = sorted(p.name.split(".corrupt-")[0] for p in state.glob("*.corrupt-*"))
+        assert aside == ["predictions.npz", "r.experiment.npz", "r.inputs.npz"]
+        assert httpx.post(f"{gw.url}/x", json=[{"a": 1}]).status_code == 200
+    finally:
+        gw.stop()
+        model.stop()

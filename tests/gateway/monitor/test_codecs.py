@@ -1,6 +1,7 @@
 """Codecs on real example payloads of each protocol (as in their public docs), and bad bodies."""
 
 import gzip
+import tracemalloc
 
 import orjson
 import pytest
@@ -125,3 +126,61 @@ def test_gzip_decompressed_on_the_copy_and_bounded():
     with pytest.raises(DecodeError) as exc:
         decompress(b"not gzip", "gzip", 1000)
     assert exc.value.reason == "bad_encoding"
+
+
+def _peak_mb(fn) -> float:
+    tracemalloc.start()
+    try:
+        fn()
+    except DecodeError:
+        pass
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / 1e6
+
+
+def test_a_shape_cannot_claim_more_than_its_data():
+    """79 bytes once made the monitor build a column name per unit of a claimed shape."""
+    bomb = orjson.dumps({"inputs": [{"name": "x", "shape": [0, 10**12], "datatype": "FP32",
+                                     "data": []}]})
+    with pytest.raises(DecodeError) as exc:
+        decode_request("v2", bomb)
+    assert exc.value.reason == "no_rows"
+    assert _peak_mb(lambda: decode_request("v2", bomb)) < 1
+    for shape in ([1, 10**12], [-1, 2], ["2", 1], "4"):
+        body = orjson.dumps({"inputs": [{"name": "x", "shape": shape, "data": [1.0, 2.0]}]})
+        with pytest.raises(DecodeError) as exc:
+            decode_request("v2", body)
+        assert exc.value.reason == "shape_mismatch", shape
+
+
+def test_wide_tensors_and_rows_keep_the_feature_cap_and_count_the_rest():
+    wide = orjson.dumps({"inputs": [{"name": "x", "shape": [2, 300], "datatype": "FP64",
+                                     "data": list(range(600))}]})
+    cols = decode_request("v2", wide, max_features=256)
+    assert len(cols) == 256 and cols.dropped == 2 * 44
+    assert cols["f255"] == [255, 555]
+    rows = orjson.dumps({"instances": [{f"k{j}": j for j in range(300)} for _ in range(3)]})
+    cols = decode_request("kserve-v1", rows, max_features=256)
+    assert len(cols) == 256 and cols.dropped == 3 * 44
+    lists = orjson.dumps({"instances": [list(range(300)), list(range(300))]})
+    cols = decode_request("kserve-v1", lists, max_features=10)
+    assert list(cols) == [f"f{j}" for j in range(10)] and cols.dropped == 2 * 290
+
+
+def test_rows_with_differing_keys_cost_memory_linear_in_the_body():
+    """20,000 object rows each with its own key (~300 KB) once built a keys x rows table
+    (+1.1 GB); now the table is refused before it is built."""
+    body = orjson.dumps({"instances": [{f"key{i}": i} for i in range(20_000)]})
+    with pytest.raises(DecodeError) as exc:
+        decode_request("kserve-v1", body)
+    assert exc.value.reason == "too_sparse"
+    assert _peak_mb(lambda: decode_request("kserve-v1", body)) < 40
+    ragged = orjson.dumps({"instances": [list(range(200))] + [[] for _ in range(50_000)]})
+    with pytest.raises(DecodeError) as exc:
+        decode_request("kserve-v1", ragged)
+    assert exc.value.reason == "too_sparse"
+    # a few holes are normal data, and decode as such
+    holes = orjson.dumps({"instances": [{"a": 1, "b": 2}, {"a": 3}, {"b": 4, "c": 5}]})
+    assert decode_request("kserve-v1", holes) == {"a": [1, 3, None], "b": [2, None, 4],
+                                                  "c": [None, None, 5]}
