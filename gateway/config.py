@@ -385,6 +385,9 @@ class FeedbackStoreConfig(_Model):
     ttl: Duration = 86_400.0                   # older predictions answer 410
     max_batch: int = Field(10_000, gt=0)       # items in one POST
     max_body_bytes: int = Field(8 << 20, gt=0)
+    # Feedback bodies being read or waiting for the monitor, all clients together: beyond it a
+    # POST gets 503 (Retry-After: 1) before its body is read, so a flood cannot exhaust memory.
+    max_pending_bytes: int = Field(32 << 20, gt=0)
 
 
 class AccessLogConfig(_Model):

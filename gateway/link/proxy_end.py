@@ -22,6 +22,7 @@ from gateway.logs import get_logger
 
 FLUSH_EVERY = 0.02
 MAX_BUFFER = 64 << 20
+MAX_QUESTIONS = 256  # questions waiting for an answer; beyond: 503 at once, nothing queued
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding gateway/
 
 
@@ -133,6 +134,9 @@ class MonitorLink:
         if not self._ready.is_set() or proc is None or proc.returncode is not None \
                 or proc.stdin.is_closing():
             return 503, {"error": "monitor process unavailable: not running"}
+        if len(self._questions) >= MAX_QUESTIONS or \
+                proc.stdin.transport.get_write_buffer_size() > MAX_BUFFER:
+            return 503, {"error": "monitor process busy: too many questions waiting, retry"}
         self.flush()
         self._next_token += 1
         token = self._next_token

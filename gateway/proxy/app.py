@@ -143,6 +143,7 @@ class ProxyApp:
         # (upstream, kind) -> (last logged, suppressed since): bounded by config names x kinds
         self._error_log_state: dict[tuple[str, str], tuple[float, int]] = {}
         self._shadow_tasks: set[asyncio.Task] = set()  # bounded by each route's shadow cap
+        self._feedback_pending = 0  # bytes of feedback bodies reserved (gateway.config)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -162,7 +163,7 @@ class ProxyApp:
             return
         path = scope["path"] if normal is raw else decoded(normal)
         if path == rt.feedback_path and scope["method"] == "POST":
-            await self._feedback(receive, send, rid)
+            await self._feedback(receive, send, fwd)
             return
         route = rt.table.match(scope["method"], path)
         if route is None:
@@ -187,12 +188,31 @@ class ProxyApp:
         finally:
             route.in_flight.dec()
 
-    async def _feedback(self, receive, send, rid: bytes) -> None:
+    async def _feedback(self, receive, send, fwd: ForwardedRequest) -> None:
         """POST /feedback: the body goes unread to the monitor process, which joins the labels
-        to its predictions (gateway.experiments.feedback) and answers."""
+        to its predictions (gateway.experiments.feedback) and answers. Bodies in the proxy's
+        hands are bounded together (`feedback.max_pending_bytes`): beyond, 503 unread."""
         rt = self.runtime
-        headers = [(b"x-request-id", rid)]
-        limit = rt.cfg.feedback.max_body_bytes
+        headers = [(b"x-request-id", fwd.request_id)]
+        cfg = rt.cfg.feedback
+        limit = cfg.max_body_bytes
+        declared = fwd.content_length
+        if declared is not None and declared > limit:
+            await send_json(send, 413, {"error": f"feedback body larger than {limit} bytes"},
+                            [*headers, (b"connection", b"close")])
+            return
+        reserve = declared if declared is not None and declared >= 0 else limit
+        if self._feedback_pending + reserve > cfg.max_pending_bytes:
+            await send_json(send, 503, {"error": "too much feedback in flight: retry shortly"},
+                            [*headers, (b"retry-after", b"1"), (b"connection", b"close")])
+            return
+        self._feedback_pending += reserve
+        try:
+            await self._ask_feedback(receive, send, headers, limit)
+        finally:
+            self._feedback_pending -= reserve
+
+    async def _ask_feedback(self, receive, send, headers: list, limit: int) -> None:
         try:
             body = await read_request_body(receive, limit, [0])
             if not isinstance(body, bytes):  # past the streaming threshold: still wanted whole
@@ -203,7 +223,7 @@ class ProxyApp:
             return
         except ClientDisconnected:
             return
-        status, payload = await rt.monitor.ask(Question.FEEDBACK, body)
+        status, payload = await self.runtime.monitor.ask(Question.FEEDBACK, body)
         await send_json(send, status, payload, headers)
 
     @staticmethod

@@ -1,0 +1,126 @@
+"""Requests that once crashed, exhausted or escaped the gateway, sent through real sockets to a
+gateway process: each asserts the bound or the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.servers import ROOT, free_port, wait_port
+
+
+def _status(pid: int, field: str) -> int:
+    """A /proc/<pid>/status figure in kB (VmRSS, VmHWM)."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+class GatewayProcess:
+    """`driftgate serve` as its own process (its memory is its own to measure)."""
+
+    def __init__(self, tmp_path, upstream_url: str, extra: str = "") -> None:
+        self.port, self.admin = free_port(), free_port()
+        cfg = tmp_path / "gateway.yaml"
+        cfg.write_text(f"""
+server: {{port: {self.port}}}
+admin: {{port: {self.admin}}}
+logging: {{format: json, access_log: {{enabled: false}}}}
+state_dir: {tmp_path / "state"}
+upstreams:
+  echo: {{url: "{upstream_url}"}}
+routes:
+  - {{name: r, match: {{path_prefix: /}}, upstream: echo, protocol: auto, monitor: {{learn: {{rows: 100}}}}}}
+{extra}""")
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(cfg)],
+                                     cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_port(self.port, 60)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_url = f"http://127.0.0.1:{self.admin}"
+
+    def monitor_pid(self) -> int:
+        pids = [p for p in _children(self.proc.pid) if b"gateway.monitor.service"
+                in open(f"/proc/{p}/cmdline", "rb").read()]
+        assert len(pids) == 1, pids
+        return pids[0]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture
+def gateway_process(echo, tmp_path):
+    gw = GatewayProcess(tmp_path, echo.url)
+    yield gw
+    gw.stop()
+
+
+def test_decode_bombs_are_proxied_counted_and_leave_the_monitor_small(gateway_process):
+    gw = gateway_process
+    monitor = gw.monitor_pid()
+    bombs = [
+        json.dumps({"inputs": [{"name": "x", "shape": [0, 10**12], "datatype": "FP32",
+                                "data": []}]}).encode(),
+        json.dumps({"instances": [{f"key{i}": i} for i in range(20_000)]}).encode(),
+        json.dumps({"instances": [{f"k{j}": j for j in range(5_000)} for _ in range(20)]}).encode(),
+    ]
+    with httpx.Client(timeout=30) as client:
+        for body in bombs:
+            r = client.post(f"{gw.url}/v1/models/m:predict", content=body,
+                            headers={"content-type": "application/json"})
+            assert r.status_code == 200  # proxied unchanged: the upstream decides
+        time.sleep(2.0)  # the monitor takes its batches every 20 ms
+        assert httpx.get(f"{gw.admin_url}/monitoring").json()["monitor_process"]["alive"]
+    assert gw.monitor_pid() == monitor  # never restarted
+    assert _status(monitor, "VmHWM") < 600_000  # kB: numba and the state, not the bombs
+
+
+def test_a_feedback_flood_cannot_exhaust_the_proxy(gateway_process):
+    """40 clients posting 8 MiB bodies at once once got the gateway OOM-killed: now bodies in
+    the proxy's hands are bounded together (feedback.max_pending_bytes, 32 MiB)."""
+    gw = gateway_process
+    before = _status(gw.proc.pid, "VmRSS")
+    body = os.urandom((8 << 20) - 1024)
+
+    async def flood() -> list[int]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            async def one() -> int:
+                try:
+                    return (await client.post(f"{gw.url}/feedback", content=body)).status_code
+                except httpx.HTTPError:
+                    return -1  # a refusal before the body was read may reset the upload
+            return await asyncio.gather(*(one() for _ in range(40)))
+
+    statuses = asyncio.run(flood())
+    peak = _status(gw.proc.pid, "VmHWM")
+    assert set(statuses) <= {400, 503, -1}, statuses  # random bytes: 400 once read
+    assert statuses.count(503) + statuses.count(-1) >= 20  # most refused unread
+    assert 400 in statuses
+    assert peak - before < 200_000, (before, peak)  # kB; unbounded, it took 320 MB and more
+    assert httpx.post(f"{gw.url}/feedback", json={"request_id": "x", "label": 1}).status_code == 404
