@@ -57,6 +57,13 @@ class ServerConfig(_Model):
     drain_timeout: float = Field(10.0, ge=0)
     # Seconds a client connection may sit idle between requests.
     keep_alive: float = Field(5.0, gt=0)
+    # A request's line and headers must all arrive within this (slowloris): else 408, closed.
+    header_timeout: Duration = 10.0
+    # Client connections at once (also capped below the open-files limit); one more is reset.
+    max_connections: int = Field(10_000, ge=1)
+    # Request line and headers: bytes and count; beyond, 414 / 431 and the connection closed.
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    max_headers: int = Field(100, ge=1)
 
 
 class AdminConfig(_Model):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import signal
 import socket
 import sys
@@ -16,10 +17,11 @@ from pathlib import Path
 import uvicorn
 
 import gateway
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import ConfigError, GatewayConfig, ServerConfig, load_config
 from gateway.logs import get_logger
 from gateway.proxy.admin import build_admin_app
 from gateway.proxy.app import ProxyApp
+from gateway.proxy.protocol import guarded_protocol
 from gateway.proxy.runtime import GatewayRuntime
 
 
@@ -43,9 +45,28 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+# Open files kept for upstream connections, the monitor's pipes and state files when the cap on
+# client connections is set from the open-files limit.
+_RESERVED_FILES = 1024
+
+
+def client_limits(server: ServerConfig) -> ServerConfig:
+    """The server limits in force: the open-files limit raised to its hard maximum (as nginx's
+    worker_rlimit_nofile or Go's runtime do), and max_connections kept below it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    cap = max(64, soft - _RESERVED_FILES) if soft > 2 * _RESERVED_FILES else soft // 2
+    return server.model_copy(update={"max_connections": min(server.max_connections, cap)})
+
+
 def _uvicorn_config(app, cfg: GatewayConfig, keep_alive: float) -> uvicorn.Config:
     return uvicorn.Config(
-        app, http="httptools", loop="none", lifespan="off", access_log=False,
+        app, http=guarded_protocol(client_limits(cfg.server)), loop="none", lifespan="off",
+        access_log=False,
         server_header=False, date_header=False, proxy_headers=False, log_config=None,
         timeout_keep_alive=int(max(1, keep_alive)), backlog=2048,
         timeout_graceful_shutdown=int(cfg.server.drain_timeout) or None)

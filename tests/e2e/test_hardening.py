@@ -4,8 +4,10 @@ gateway process: each asserts the bound or the outcome."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -40,11 +42,11 @@ def _children(pid: int) -> list[int]:
 class GatewayProcess:
     """`driftgate serve` as its own process (its memory is its own to measure)."""
 
-    def __init__(self, tmp_path, upstream_url: str, extra: str = "") -> None:
+    def __init__(self, tmp_path, upstream_url: str, extra: str = "", server: str = "") -> None:
         self.port, self.admin = free_port(), free_port()
         cfg = tmp_path / "gateway.yaml"
         cfg.write_text(f"""
-server: {{port: {self.port}}}
+server: {{port: {self.port}{", " + server if server else ""}}}
 admin: {{port: {self.admin}}}
 logging: {{format: json, access_log: {{enabled: false}}}}
 state_dir: {tmp_path / "state"}
@@ -124,3 +126,99 @@ def test_a_feedback_flood_cannot_exhaust_the_proxy(gateway_process):
     assert 400 in statuses
     assert peak - before < 200_000, (before, peak)  # kB; unbounded, it took 320 MB and more
     assert httpx.post(f"{gw.url}/feedback", json={"request_id": "x", "label": 1}).status_code == 404
+
+
+def _connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def _answer(s: socket.socket) -> bytes:
+    """Everything the gateway sends until it closes (the sockets here ask for nothing more)."""
+    data = b""
+    try:
+        while chunk := s.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+@pytest.mark.slow
+def test_slow_headers_are_cut_off_and_never_crowd_out_a_normal_client(echo, tmp_path):
+    gw = GatewayProcess(tmp_path, echo.url, server="header_timeout: 2s")
+    slow = []
+    try:
+        for _ in range(1000):  # slowloris: partial headers, then nothing
+            s = _connect(gw.port)
+            s.sendall(b"GET /slow-loris HTTP/1.1\r\nHost: x\r\nX-A: ")
+            slow.append(s)
+        started = time.monotonic()
+        r = httpx.get(f"{gw.url}/normal", timeout=10)
+        elapsed = time.monotonic() - started
+        assert r.status_code == 200 and r.json()["path"] == "/normal"
+        assert elapsed < 0.25, elapsed  # a few ms here; margin for a loaded machine
+        time.sleep(2.5)  # past header_timeout: the gateway has closed every slow connection
+        for s in slow[:: 50]:
+            s.settimeout(5)
+            answer = _answer(s)
+            assert answer.startswith(b"HTTP/1.1 408 ") and b"connection: close" in answer
+    finally:
+        for s in slow:
+            s.close()
+        gw.stop()
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"GET /h HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n", 431),
+    (b"GET /h HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(200))
+     + b"\r\n", 431),
+    (b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+])
+def test_header_limits_answer_and_close(gateway_process, request_bytes, status):
+    gw = gateway_process
+    with _connect(gw.port) as s:
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            s.sendall(request_bytes)
+        answer = _answer(s)
+    assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:200]
+    assert httpx.get(f"{gw.url}/after").status_code == 200
+    assert _status(gw.proc.pid, "VmHWM") < 200_000  # kB: the 1 MiB header was never kept whole
+
+
+def test_trailers_never_become_headers(gateway_process):
+    gw = gateway_process
+    with _connect(gw.port) as s:
+        s.sendall(b"POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                  b"Content-Type: application/json\r\nConnection: close\r\n\r\n"
+                  b"2\r\n{}\r\n0\r\nAuthorization: Bearer stolen\r\nX-Request-ID: evil\r\n"
+                  b"X-Forwarded-For: 6.6.6.6\r\n\r\n")
+        answer = _answer(s)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    seen = {k: v for k, v in json.loads(body)["headers"]}
+    assert "authorization" not in seen
+    assert seen["x-request-id"] != "evil"
+    assert "6.6.6.6" not in seen["x-forwarded-for"]
+
+
+def test_connections_past_the_cap_are_refused_and_the_rest_served(echo, tmp_path):
+    gw = GatewayProcess(tmp_path, echo.url, server="max_connections: 20, header_timeout: 30s")
+    held = []
+    try:
+        with httpx.Client() as client:  # one kept-alive connection: inside the cap
+            assert client.get(f"{gw.url}/first").status_code == 200
+            held = [_connect(gw.port) for _ in range(19)]
+            time.sleep(0.3)
+            extra = _connect(gw.port)  # the 21st: accepted by the kernel, reset by the gateway
+            extra.settimeout(5)
+            assert _answer(extra) == b""
+            extra.close()
+            assert client.get(f"{gw.url}/still-served").status_code == 200
+        for s in held:
+            s.close()
+        time.sleep(0.3)
+        assert httpx.get(f"{gw.url}/after").status_code == 200
+    finally:
+        for s in held:
+            s.close()
+        gw.stop()
