@@ -15,7 +15,7 @@ import orjson
 
 from gateway.link.messages import Capture, Question
 from gateway.logs import get_access_logger
-from gateway.proxy.engine import UpstreamError, UpstreamResponse
+from gateway.proxy.engine import IDEMPOTENT_METHODS, UpstreamError, UpstreamResponse
 from gateway.proxy.headers import ForwardedRequest, response_headers
 from gateway.proxy.paths import UnsafePath, decoded, normalize
 from gateway.proxy.runtime import GatewayRuntime, Route, Upstream, Variant
@@ -333,11 +333,13 @@ class ProxyApp:
 
     @staticmethod
     def _retry_variant(ex: Exchange, exc: UpstreamError) -> Variant | None:
-        """Fail over only what never reached the upstream, with the body in hand, once, and
-        within the route's retry budget."""
+        """Fail over once, with the body in hand, within the route's retry budget, and only
+        what the upstream cannot have acted on: nothing of it was sent, or its method is
+        idempotent (a POST the upstream read and then dropped is never sent twice)."""
         route = ex.route
-        fb = None if exc.sent or ex.fell_back else route.usable_fallback(ex.variant,
-                                                                         time.monotonic())
+        replay_unsafe = exc.sent and ex.scope["method"].encode() not in IDEMPOTENT_METHODS
+        fb = None if replay_unsafe or ex.fell_back else route.usable_fallback(ex.variant,
+                                                                             time.monotonic())
         if fb is None or not ex.body_in_hand:
             return None
         if not route.budget.try_retry(time.monotonic()):

@@ -46,8 +46,12 @@ class UpstreamError(Exception):
 
     def __init__(self, message: str, *, sent: bool = False) -> None:
         super().__init__(message)
-        # True once any request byte went out: then retrying a non-idempotent request is unsafe.
+        # True once any request byte went out: the upstream may have acted on the request, so
+        # only an idempotent method may be sent again (here or to another upstream).
         self.sent = sent
+        # A reused keep-alive connection the server closed before a byte of answer (the classic
+        # race with its idle timeout): sent, but most likely never processed.
+        self.stale = False
 
 
 class ConnectFailed(UpstreamError):
@@ -149,8 +153,9 @@ class _Connection(asyncio.Protocol):
             self._wake()
         elif not self.done:
             if self.reused and not self.got_bytes:
-                err: UpstreamError = ConnectionReset("upstream closed an idle connection")
-                err.sent = False  # nothing was read: a safe retry candidate for idempotent methods
+                err: UpstreamError = ConnectionReset("upstream closed an idle connection",
+                                                     sent=True)
+                err.stale = True  # a retry candidate, for idempotent methods only
             else:
                 err = ConnectionReset(f"upstream closed the connection: {exc or 'EOF'}", sent=True)
             self._fail(err)
@@ -431,7 +436,7 @@ class UpstreamPool:
                 await conn.wait_headers()
             except UpstreamError as err:
                 conn.finish(complete=False)
-                if retry_allowed and conn.reused and not err.sent:
+                if retry_allowed and conn.reused and err.stale:
                     retry_allowed = False
                     continue
                 raise

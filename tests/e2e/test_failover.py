@@ -1,11 +1,12 @@
 """Failover through the real gateway: a killed upstream, ejection and recovery, all down,
 and a retry budget that caps the extra load."""
 
+import asyncio
 import time
 
 import httpx
 
-from tests.servers import AppServer, EchoApp, GatewayServer, free_port
+from tests.servers import AppServer, EchoApp, GatewayServer, LoopThread, free_port
 
 
 def config(control_port: int, candidate_port: int, outlier: str = "", budget: float = 0.2) -> str:
@@ -132,3 +133,56 @@ def test_active_health_check_takes_a_failing_upstream_out_and_back():
         gw.stop()
         server.stop()
         other.stop()
+
+
+class AnswerOnceThenHangUp:
+    """A model server that answers the first request of each connection (keep-alive), and on
+    the next one of the same connection reads it whole, then closes without answering: the
+    request reached it (it may have acted on it), but nothing came back."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.port = free_port()
+        self.loop = LoopThread()
+        self.server = self.loop.run(asyncio.start_server(self._serve, "127.0.0.1", self.port))
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for answer in (True, False):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                await reader.readexactly(length)
+                self.received.append(head.split(b" ", 1)[0])
+                if answer:
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+        except asyncio.IncompleteReadError:  # a readiness probe: connect, then close
+            pass
+        writer.close()
+
+    def stop(self) -> None:
+        self.server.close()
+        self.loop.close()
+
+
+def test_a_request_the_upstream_may_have_acted_on_is_never_sent_twice():
+    """A keep-alive connection that the model closed after reading a POST: the POST may have
+    run, so it is answered 502, never re-sent to the fallback (3 of 6 POSTs once ran twice).
+    A GET in the same spot is retried, being idempotent."""
+    echo = EchoApp()
+    primary, backup = AnswerOnceThenHangUp(), AppServer(echo)
+    # never ejected (consecutive_failures 100): every request meets the model as it is
+    gw = GatewayServer(config(primary.port, backup.port, budget=1.0,
+                              outlier=", outlier: {consecutive_failures: 100}"))
+    try:
+        with httpx.Client(timeout=5) as c:
+            posts = [c.post(f"{gw.url}/order", content=b'{"n": 1}').status_code for _ in range(6)]
+            gets = [c.get(f"{gw.url}/status").status_code for _ in range(4)]
+        assert posts == [200, 502] * 3, posts
+        assert primary.received.count(b"POST") == 6
+        assert echo.requests == 0  # no POST reached the fallback: none ran twice
+        assert gets == [200] * 4
+    finally:
+        gw.stop()
+        primary.stop()
+        backup.stop()
