@@ -178,20 +178,26 @@ class Gateway:
             return True, "reloaded"
 
     async def _watch_config(self) -> None:
+        """Reload a changed file once it has stopped changing for one watch interval: an
+        editor's or a script's partial write (truncate, write part, pause) never goes live."""
         assert self.config_path is not None
-        last = self._mtime()
+        last = self._stamp()
+        changed = False
         while True:
             await asyncio.sleep(self.cfg.admin.watch_interval)
-            now = self._mtime()
+            now = self._stamp()
             if now != last:
-                last = now
+                last, changed = now, True
+            elif changed:
+                changed = False
                 await self.reload("file change")
 
-    def _mtime(self) -> float:
+    def _stamp(self) -> tuple[int, int]:
         try:
-            return self.config_path.stat().st_mtime_ns if self.config_path else 0
+            st = self.config_path.stat() if self.config_path else None
         except OSError:
-            return 0
+            return (0, -1)
+        return (st.st_mtime_ns, st.st_size) if st else (0, -1)
 
     def _on_signal(self, name: str) -> None:
         self.log.info("shutdown requested", signal=name,

@@ -136,3 +136,52 @@ def test_admin_writes_refused_without_a_configured_token(tmp_path):
         gw.stop()
         a.stop()
         b.stop()
+
+
+@pytest.mark.slow
+def test_a_half_written_file_never_goes_live(tmp_path):
+    """An editor or a script truncates the file, writes part, pauses, writes the rest: the
+    watcher reloads only a file that stopped changing for one watch interval (0.5 s here)."""
+    a = AppServer(EchoApp())
+    path = tmp_path / "gateway.yaml"
+    full = f"""
+server: {{port: {free_port()}}}
+admin: {{port: {free_port()}, watch_interval: 0.5}}
+logging: {{format: json, access_log: {{enabled: false}}}}
+upstreams:
+  a: {{url: "{a.url}"}}
+routes:
+  - {{name: first, match: {{path_prefix: /first}}, upstream: a}}
+  - {{name: second, match: {{path_prefix: /second}}, upstream: a}}
+"""
+    path.write_text(full)
+    gw = GatewayServer(load_config(path), tmp_path, path)
+    seen: list[list[str]] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        with httpx.Client(timeout=5) as c:
+            while not stop.is_set():
+                seen.append([r["route"] for r in c.get(f"{gw.admin_url}/admin/routes").json()[
+                    "routes"]])
+                time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for i in range(3):
+            text = full.replace("/second", f"/second{i}")
+            with open(path, "w") as fh:  # truncate, write part (valid YAML: one route), pause
+                fh.write(text[: text.index("  - {name: second")])
+                fh.flush()
+                time.sleep(0.4)
+                fh.write(text[text.index("  - {name: second"):])
+            time.sleep(1.5)  # the whole file goes live
+        assert httpx.get(f"{gw.url}/second2/x").status_code == 200
+    finally:
+        stop.set()
+        watcher.join()
+        gw.stop()
+        a.stop()
+    assert seen and all(routes == ["first", "second"] for routes in seen), \
+        [r for r in seen if r != ["first", "second"]][:3]
