@@ -103,6 +103,9 @@ class UpstreamConfig(_Model):
     timeout: TimeoutConfig = TimeoutConfig()
     max_connections: int = Field(100, gt=0)
     idle_timeout: float = Field(4.0, gt=0)
+    # A response's status line and headers: bytes and count; beyond, the client gets 502.
+    max_response_header_bytes: int = Field(64 * 1024, ge=1024)
+    max_response_headers: int = Field(100, ge=1)
     outlier: OutlierConfig = OutlierConfig()
     health_check: HealthCheckConfig | None = None
 

@@ -54,6 +54,10 @@ class UpstreamError(Exception):
         self.stale = False
 
 
+class _BadResponse(Exception):
+    """Raised in a parser callback: the response breaks HTTP or the pool's limits."""
+
+
 class ConnectFailed(UpstreamError):
     kind = "connect"
 
@@ -83,6 +87,9 @@ class PoolSettings:
     max_connections: int = 100
     # Below uvicorn's 5 s keep-alive so we rarely pick a connection the server is closing.
     idle_timeout: float = 4.0
+    # A response's status line and headers, in bytes and in count; beyond: 502.
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
 
 
 class _Connection(asyncio.Protocol):
@@ -116,6 +123,7 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = False
         self.request_written = False
         self.got_bytes = False
+        self.header_bytes = 0
         self.last_activity = 0.0
         self.timer: asyncio.TimerHandle | None = None
 
@@ -135,10 +143,19 @@ class _Connection(asyncio.Protocol):
         if self.idle_since:  # bytes on an idle connection: the server broke protocol
             self._close()
             return
+        if not self.headers_done:  # bounded before httptools buffers a header line whole
+            self.header_bytes += len(data)
         try:
             self.parser.feed_data(data)
+            if not self.headers_done and self.header_bytes > self.pool.settings.max_header_bytes:
+                raise _BadResponse(f"response headers over "
+                                   f"{self.pool.settings.max_header_bytes} bytes")
+        except _BadResponse as exc:
+            self._fail(ProtocolError(f"bad response from upstream: {exc}", sent=True))
+            self._close()
         except httptools.HttpParserError as exc:
-            self._fail(ProtocolError(f"malformed response from upstream: {exc}", sent=True))
+            cause = exc.__context__ if isinstance(exc.__context__, _BadResponse) else exc
+            self._fail(ProtocolError(f"bad response from upstream: {cause}", sent=True))
             self._close()
 
     def eof_received(self) -> bool:
@@ -174,6 +191,8 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self.headers) >= self.pool.settings.max_headers:
+            raise _BadResponse(f"more than {self.pool.settings.max_headers} response headers")
         self.headers.append((name, value))
         if len(name) in (14, 17):
             lname = name.lower()
@@ -186,7 +205,10 @@ class _Connection(asyncio.Protocol):
             self.informational = True  # 100 Continue / 103 Early Hints: wait for the real one
             self.headers = []
             self.framed = False
+            self.header_bytes = 0
             return
+        if not 200 <= status <= 599:  # 101: the gateway never asks for an upgrade
+            raise _BadResponse(f"status {status}")
         self.status = status
         self.headers_done = True
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it after the message

@@ -193,7 +193,8 @@ class GatewayRuntime:
     def _upstream(name: str, u) -> Upstream:
         pool = UpstreamPool(u.url, PoolSettings(
             connect_timeout=u.timeout.connect, read_timeout=u.timeout.read,
-            max_connections=u.max_connections, idle_timeout=u.idle_timeout))
+            max_connections=u.max_connections, idle_timeout=u.idle_timeout,
+            max_header_bytes=u.max_response_header_bytes, max_headers=u.max_response_headers))
         detector = OutlierDetector(u.outlier.consecutive_failures, u.outlier.base_ejection,
                                    u.outlier.max_ejection)
         check = (HealthCheck(u.health_check.healthy_threshold, u.health_check.unhealthy_threshold)

@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from tests.servers import ROOT, free_port, wait_port
+from tests.servers import ROOT, GatewayServer, LoopThread, free_port, gateway_yaml, wait_port
 
 
 def _status(pid: int, field: str) -> int:
@@ -222,3 +222,46 @@ def test_connections_past_the_cap_are_refused_and_the_rest_served(echo, tmp_path
         for s in held:
             s.close()
         gw.stop()
+
+
+class RawUpstream:
+    """A model server that answers every request with the same raw bytes, then closes."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.port = free_port()
+        self.loop = LoopThread()
+        self.server = self.loop.run(asyncio.start_server(self._serve, "127.0.0.1", self.port))
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(self.answer)
+            await writer.drain()
+        writer.close()
+
+    def stop(self) -> None:
+        self.server.close()
+        self.loop.close()
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 600 Beyond\r\ncontent-length: 2\r\n\r\n{}",
+    b"HTTP/1.1 999 Whatever\r\ncontent-length: 2\r\n\r\n{}",
+    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n" + b"".join(b"x-%d: v\r\n" % i for i in range(150))
+    + b"content-length: 2\r\n\r\n{}",
+    b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * (4 << 20) + b"\r\ncontent-length: 2\r\n\r\n{}",
+], ids=["600", "999", "101", "150-headers", "4MiB-header"])
+def test_answers_that_break_http_or_the_limits_are_a_502(answer):
+    upstream = RawUpstream(answer)
+    gw = GatewayServer(gateway_yaml({"up": f"http://127.0.0.1:{upstream.port}"},
+                                    [("r", "/", "up")]))
+    try:
+        r = httpx.get(f"{gw.url}/x", timeout=10)
+        assert r.status_code == 502, r.text
+        assert r.json()["error"].startswith("bad response from upstream")
+        assert httpx.get(f"{gw.admin_url}/healthz").status_code == 200
+    finally:
+        gw.stop()
+        upstream.stop()
