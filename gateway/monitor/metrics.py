@@ -18,6 +18,12 @@ class MonitorMetrics:
         r = self.registry
         # labels come from config names and closed sets only
         self._children: dict[tuple, object] = {}
+        self._intake_families(r)
+        self._verdict_families(r)
+        self._feedback_families(r)
+
+    def _intake_families(self, r: CollectorRegistry) -> None:
+        """What the monitor took in: captures, rows, what it could not decode."""
         self._monitor_captures = Counter(
             "driftgate_monitor_captures", "Exchanges the monitor took from the queue.",
             ["route", "variant"], registry=r)
@@ -41,6 +47,9 @@ class MonitorMetrics:
         self._reference_rows = Gauge(
             "driftgate_monitor_reference_rows", "Rows in the route's reference.",
             ["route", "side"], registry=r)
+
+    def _verdict_families(self, r: CollectorRegistry) -> None:
+        """What each evaluation found, and the alerts it raised."""
         self.feature_drift = Gauge(
             "driftgate_feature_drift", "Drift measures of an input feature against the "
             "reference (drifted is 0/1).", ["route", "variant", "feature", "metric", "window"],
@@ -61,6 +70,9 @@ class MonitorMetrics:
         self._deliveries = Counter(
             "driftgate_alert_deliveries", "Alert posts by sink and outcome (sent, failed, dropped).",
             ["sink", "outcome"], registry=r)
+
+    def _feedback_families(self, r: CollectorRegistry) -> None:
+        """Labels joined to predictions, and the model quality they show."""
         self.model_quality = Gauge(
             "driftgate_model_quality", "Model quality from feedback labels over the route's "
             "feedback window (accuracy, precision_macro, recall_macro, f1_macro, auc, mae, rmse, "
