@@ -40,6 +40,34 @@ class InvalidContentLength(Exception):
     pass
 
 
+# An upstream slower than this to answer gets the client watched for a disconnect.
+CLIENT_WATCH_AFTER = 0.05
+
+
+class _ClientWatch:
+    """Cancels `task` when the client disconnects (see ProxyApp._send_watching_client)."""
+
+    __slots__ = ("receive", "task", "watcher", "client_gone")
+
+    def __init__(self, receive, task: asyncio.Task) -> None:
+        self.receive, self.task = receive, task
+        self.watcher: asyncio.Task | None = None
+        self.client_gone = False
+
+    def start(self) -> None:
+        self.watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+        self.client_gone = True
+        self.task.cancel()
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
+
+
 async def send_json(send, status: int, payload: dict, headers: list | None = None) -> int:
     body = orjson.dumps(payload)
     await send({"type": "http.response.start", "status": status,
@@ -249,7 +277,7 @@ class ProxyApp:
         """Read, send, relay; every way out (answer, refusal, failure) ends in `_finish`."""
         try:
             await self._read_body(ex, receive)
-            resp = await self._send(ex)
+            resp = await self._send_watching_client(ex, receive)
             await self._relay(ex, resp, receive, send)
             if ex.route.shadows and ex.body_in_hand:
                 self._mirror(ex)  # after the live answer is out: a copy can never hold it up
@@ -272,7 +300,7 @@ class ProxyApp:
             ex.rt.metrics.upstream_error(ex.upstream.name, exc.kind)
             self._log_upstream_error(ex.upstream.name, exc, ex.fwd.request_id)
             if ex.status:  # headers already sent: all we can do is cut the response short
-                raise
+                return     # (uvicorn closes the connection; the line above logged it once)
             await self._refuse(ex, send, exc.status, {"error": str(exc),
                                                       "upstream": ex.upstream.name})
         finally:
@@ -301,6 +329,26 @@ class ProxyApp:
         if not body and fwd.content_length is None and not fwd.chunked:
             body = None  # no body and no framing header: send none
         ex.body = body
+
+    async def _send_watching_client(self, ex: Exchange, receive) -> UpstreamResponse:
+        """`_send`, cancelled as soon as the client goes away: the upstream is freed then, not
+        after its read timeout. The watch starts only once an answer takes longer than
+        CLIENT_WATCH_AFTER (a timer costs ~1 us; a task per request would cost several), and
+        only with the body in hand (a streamed body's reader owns `receive`)."""
+        if not ex.body_in_hand:
+            return await self._send(ex)
+        watch = _ClientWatch(receive, asyncio.current_task())
+        timer = asyncio.get_running_loop().call_later(CLIENT_WATCH_AFTER, watch.start)
+        try:
+            return await self._send(ex)
+        except asyncio.CancelledError:
+            if watch.client_gone:
+                watch.task.uncancel()  # our own cancel, handled here: the task goes on
+                raise ClientDisconnected from None
+            raise
+        finally:
+            timer.cancel()
+            watch.stop()
 
     async def _send(self, ex: Exchange) -> UpstreamResponse:
         """The request to the pick's upstream, or to another variant when that one is down;

@@ -15,12 +15,24 @@ uvicorn leaves these open, and each was shown to exhaust or fool the gateway:
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.config import ServerConfig
+
+
+class _CutResponseFilter(logging.Filter):
+    """uvicorn logs an error when an app ends a response early; the proxy does that on purpose
+    when an upstream fails mid-body, after logging it once itself (rate-limited JSON)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing response."
+
+
+logging.getLogger("uvicorn.error").addFilter(_CutResponseFilter())
 
 _REASONS = {408: b"Request Timeout", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
 

@@ -44,6 +44,7 @@ class GatewayProcess:
 
     def __init__(self, tmp_path, upstream_url: str, extra: str = "", server: str = "") -> None:
         self.port, self.admin = free_port(), free_port()
+        self.log = tmp_path / "gateway.log"
         cfg = tmp_path / "gateway.yaml"
         cfg.write_text(f"""
 server: {{port: {self.port}{", " + server if server else ""}}}
@@ -55,8 +56,9 @@ upstreams:
 routes:
   - {{name: r, match: {{path_prefix: /}}, upstream: echo, protocol: auto, monitor: {{learn: {{rows: 100}}}}}}
 {extra}""")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(cfg)],
-                                     cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with open(self.log, "wb") as log:  # both streams: JSON lines, and any traceback
+            self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config",
+                                          str(cfg)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         wait_port(self.port, 60)
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_url = f"http://127.0.0.1:{self.admin}"
@@ -265,3 +267,39 @@ def test_answers_that_break_http_or_the_limits_are_a_502(answer):
     finally:
         gw.stop()
         upstream.stop()
+
+
+def _code_count(admin_url: str, code: str) -> float:
+    text = httpx.get(f"{admin_url}/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("driftgate_requests_total{") and f'code="{code}"' in line)
+
+
+def test_a_client_that_leaves_frees_the_upstream_at_once(gateway_process):
+    """It used to keep the upstream busy (and the exchange open) for the whole answer."""
+    gw = gateway_process
+    s = _connect(gw.port)
+    s.sendall(b"GET /slow?delay=6 HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.3)
+    s.close()
+    deadline = time.monotonic() + 3.0  # the upstream would answer after 6 s
+    while time.monotonic() < deadline and _code_count(gw.admin_url, "499") < 1:
+        time.sleep(0.1)
+    assert _code_count(gw.admin_url, "499") == 1
+    assert _code_count(gw.admin_url, "200") == 0
+
+
+def test_an_upstream_failing_mid_body_cuts_the_answer_and_logs_one_json_line(tmp_path):
+    upstream = RawUpstream(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+    gw = GatewayProcess(tmp_path, f"http://127.0.0.1:{upstream.port}")
+    try:
+        for _ in range(5):
+            with pytest.raises(httpx.RemoteProtocolError):  # never a silently short 200
+                httpx.get(f"{gw.url}/x", timeout=10)
+    finally:
+        gw.stop()
+        upstream.stop()
+    lines = gw.log.read_text().splitlines()
+    assert not any("Traceback" in line for line in lines), lines
+    errors = [json.loads(line) for line in lines if '"upstream error"' in line]
+    assert len(errors) == 1 and errors[0]["kind"] == "reset"  # then rate-limited (5 s)
