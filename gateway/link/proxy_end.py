@@ -41,6 +41,8 @@ class MonitorLink:
         self._stopped = asyncio.Event()
         self._stopping = False
         self._questions: dict[int, asyncio.Future] = {}
+        self._spawned_at = 0.0
+        self._restart_delay = 0.05
         self._next_token = 0
 
     @property
@@ -61,6 +63,7 @@ class MonitorLink:
 
     async def _spawn(self) -> None:
         self._ready.clear()
+        self._spawned_at = asyncio.get_running_loop().time()
         # -P: the working directory cannot shadow the project's packages (a stray stats.py);
         # PYTHONPATH: the child runs the same code as this process, installed or not.
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -85,8 +88,12 @@ class MonitorLink:
                 future.set_exception(ConnectionError("monitor process exited"))
         self._questions.clear()
         if not self._stopping:
-            self.log.error("monitor process exited; starting it again", code=proc.returncode)
-            await asyncio.sleep(1.0)
+            # at once after a crash; backing off (to 10 s) only while it keeps crashing early
+            stable = asyncio.get_running_loop().time() - self._spawned_at > 30.0
+            self._restart_delay = 0.1 if stable else min(10.0, self._restart_delay * 2)
+            self.log.error("monitor process exited; starting it again", code=proc.returncode,
+                           in_s=self._restart_delay)
+            await asyncio.sleep(self._restart_delay)
             await self._spawn()
 
     def _on_ready(self, pid: int) -> None:

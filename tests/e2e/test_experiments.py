@@ -253,10 +253,12 @@ def test_labels_find_their_predictions_after_the_monitor_process_is_killed(tmp_p
         link = gw.gateway.runtime.monitor
         old_pid = link._proc.pid
         os.kill(old_pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
+        killed = time.monotonic()
         while not (link.alive and link._proc.pid != old_pid and link._ready.is_set()):
-            assert time.monotonic() < deadline, "the monitor process was not started again"
-            time.sleep(0.2)
+            assert time.monotonic() < killed + 30, "the monitor process was not started again"
+            time.sleep(0.05)
+        # ~1.5 s here (restart at once, numba's cache warm); margin for a loaded machine
+        assert time.monotonic() - killed < 5.0
         r = httpx.post(f"{gw.url}/feedback", json={"request_id": rid, "label": 1}, timeout=10)
         assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
     finally:
