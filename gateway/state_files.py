@@ -3,7 +3,7 @@
 A power cut, a full disk or a hand edit can leave a state file empty, truncated or garbage.
 Such a file is moved aside as `<name>.corrupt-<unix time>`, logged with its path and reason,
 and the state starts anew: monitoring resumes at once instead of crash-looping. (Writing is
-durable too: stats.state.write_npz fsyncs the file and its folder around the rename.)
+durable: stats.state.atomic_file fsyncs the file and its folder around the rename.)
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.logs import get_logger
+from stats.state import atomic_file
 
 
 def load_or_set_aside(path: Path, load: Callable[[], bool],
@@ -37,3 +38,10 @@ def load_or_set_aside(path: Path, load: Callable[[], bool],
                            path=str(path), moved_to=str(aside),
                            error=f"{type(exc).__name__}: {exc}"[:300])
         return False
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """`data` in `path`, whole or not at all (stats.state.atomic_file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as fh:
+        fh.write(data)

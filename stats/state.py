@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -224,14 +227,14 @@ def save_states(path: str | Path, schema: Schema, states: dict[str, StreamState]
     write_npz(path, arrays)
 
 
-def write_npz(path: str | Path, arrays: dict[str, np.ndarray], compress: bool = True) -> None:
-    """An npz written to a temporary file, flushed to disk, and renamed over `path`, the
-    folder flushed after: neither a crash nor a power cut leaves a half-written file (the state
-    files of stats/ and of the gateway's monitor process)."""
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """A file written whole or not at all: a temporary file, flushed to disk, renamed over
+    `path`, the folder flushed after. Neither a crash nor a power cut leaves half a file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
-        (np.savez_compressed if compress else np.savez)(fh, **arrays)
+        yield fh
         fh.flush()
         os.fsync(fh.fileno())
     tmp.replace(path)
@@ -240,6 +243,12 @@ def write_npz(path: str | Path, arrays: dict[str, np.ndarray], compress: bool = 
         os.fsync(folder)  # the rename itself
     finally:
         os.close(folder)
+
+
+def write_npz(path: str | Path, arrays: dict[str, np.ndarray], compress: bool = True) -> None:
+    """An npz written atomically (the state files of stats/ and of the monitor process)."""
+    with atomic_file(path) as fh:
+        (np.savez_compressed if compress else np.savez)(fh, **arrays)
 
 
 def load_states(path: str | Path) -> tuple[Schema, dict[str, StreamState]]:

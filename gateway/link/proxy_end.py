@@ -10,6 +10,7 @@ If it dies it is started again (state comes back from the state directory).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -49,12 +50,14 @@ class MonitorLink:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
-    async def start(self, timeout: float = 30.0) -> None:
-        """Start the monitor process and wait for it, at most `timeout`: past that the proxy
-        serves anyway (captures are dropped and counted, /feedback answers 503) while the
-        process keeps being restarted."""
+    async def start(self, wait: bool = True, timeout: float = 30.0) -> None:
+        """Start the monitor process; with `wait`, wait for it at most `timeout`: past that
+        the proxy serves anyway (captures queue, then drop and count; /feedback answers 503)
+        while the process keeps being restarted."""
         await self._spawn()
         self._flusher = asyncio.create_task(self._flush_loop())
+        if not wait:
+            return
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)
         except TimeoutError:
@@ -121,12 +124,14 @@ class MonitorLink:
             self.flush()
 
     def flush(self) -> None:
-        if not self.queue.items:
+        """Ship the queue. While the process is (re)starting the captures wait in the queue
+        (bounded: `monitoring.queue_size`, beyond which offers are dropped and counted); when
+        the pipe is full they are dropped and counted here."""
+        if not self.queue.items or not self._ready.is_set():
             return
         items = self.queue.drain()
         proc = self._proc
-        if not self._ready.is_set() or proc is None or proc.returncode is not None \
-                or proc.stdin.is_closing() \
+        if proc is None or proc.returncode is not None or proc.stdin.is_closing() \
                 or proc.stdin.transport.get_write_buffer_size() > MAX_BUFFER:
             self.queue.drop(len(items))
             return
@@ -137,9 +142,12 @@ class MonitorLink:
         """A question for the monitor process: (HTTP status, JSON body); 503 with the reason
         when the process is not there to answer in time. Captures queued so far are sent
         first, so a label can follow its prediction straight away."""
+        if not self._ready.is_set() and not self._stopping:  # (re)starting: worth a wait
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), timeout)
         proc = self._proc
-        if not self._ready.is_set() or proc is None or proc.returncode is not None \
-                or proc.stdin.is_closing():
+        if not self._ready.is_set() or self._stopping or proc is None \
+                or proc.returncode is not None or proc.stdin.is_closing():
             return 503, {"error": "monitor process unavailable: not running"}
         if len(self._questions) >= MAX_QUESTIONS or \
                 proc.stdin.transport.get_write_buffer_size() > MAX_BUFFER:
@@ -159,6 +167,10 @@ class MonitorLink:
     async def stop(self, timeout: float = 15.0) -> None:
         """Flush what is queued, let the process save its state, and wait for it."""
         self._stopping = True
+        if self._flusher is not None:
+            # nothing may follow STOP: a capture sent after it would be lost, not counted (the
+            # queue stays to whoever flushes it next: a reload's new monitor)
+            self._flusher.cancel()
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return

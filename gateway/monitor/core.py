@@ -17,13 +17,14 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 from gateway.baselines import load_baseline_file
 from gateway.config import MonitorConfig, RouteConfig
 from gateway.link.messages import Capture
 from gateway.logs import get_logger
 from gateway.monitor.codecs import DecodeError, decode_request, decode_response, decompress
-from gateway.state_files import load_or_set_aside
+from gateway.state_files import load_or_set_aside, write_atomic
 from stats import SlidingWindow, StreamState, fit_baseline, load_states, save_states
 from stats.state import load_bundle
 
@@ -77,6 +78,11 @@ class SideModel:
     @property
     def ready(self) -> bool:
         return self.reference is not None
+
+    @property
+    def gathering(self) -> bool:
+        """Whether rows for a reference are being gathered (none yet: False)."""
+        return bool(self._buffer)
 
     @property
     def learning_progress(self) -> tuple[int, int]:
@@ -137,8 +143,15 @@ class SideModel:
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, path: Path) -> None:
+        """The reference and windows (npz); while still learning, the rows gathered so far, so
+        a restart (a crash, a reload that changes monitoring) does not start learning over."""
+        learning = learning_path(path)
         if not self.ready:
+            if self._buffer:
+                merged, _ = merge_columns(self._buffer)
+                write_atomic(learning, orjson.dumps(merged, option=orjson.OPT_SERIALIZE_NUMPY))
             return
+        learning.unlink(missing_ok=True)
         states = {"reference": self.reference}
         extra = {}
         for i, (variant, window) in enumerate(self.windows.items()):
@@ -162,6 +175,22 @@ class SideModel:
                 window.restore(extra[f"steps{i}"], slots)
             i += 1
         return True
+
+    def load_learning(self, path: Path) -> bool:
+        """The rows a learning side had gathered before a restart (see `save`)."""
+        columns = orjson.loads(path.read_bytes())
+        if not isinstance(columns, dict) or not all(isinstance(v, list) for v in columns.values()):
+            raise ValueError("not an object of columns")
+        rows = max(map(len, columns.values()), default=0)
+        if rows:
+            admitted, _ = self._admit(columns)
+            self._buffer, self._buffered = [admitted], rows
+        return True
+
+
+def learning_path(path: Path) -> Path:
+    """`<route>.<side>.learning.json` beside `<route>.<side>.npz`."""
+    return path.with_name(path.stem + ".learning.json")
 
 
 class RouteMonitor:
@@ -204,7 +233,11 @@ class RouteMonitor:
             m = self._models[key] = SideModel(self.name, side, self.cfg, self.learn_rows,
                                               self.max_features)
             path = self._path(key)
-            if not load_or_set_aside(path, lambda: m.load(path)) and side == "inputs":
+            if load_or_set_aside(path, lambda: m.load(path)):
+                return m
+            learning = learning_path(path)
+            load_or_set_aside(learning, lambda: m.load_learning(learning))
+            if side == "inputs" and not m.gathering:
                 if self._baseline_reference is not None:
                     schema, states = self._baseline_reference
                     m.set_reference(schema, next(iter(states.values())))

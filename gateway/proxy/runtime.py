@@ -229,7 +229,12 @@ class GatewayRuntime:
         """Capture settings for monitored routes and experiments; the monitor process link."""
         cfg = self.cfg
         check_files(cfg, self.config_dir)  # a config not loaded from its file is checked here
-        self.capture = CaptureQueue(cfg.monitoring.queue_size, self.metrics.monitor_dropped)
+        previous = self.previous
+        if previous is not None:  # one queue across reloads: captures in flight cross them
+            self.capture = previous.capture
+            self.capture.size = cfg.monitoring.queue_size
+        else:
+            self.capture = CaptureQueue(cfg.monitoring.queue_size, self.metrics.monitor_dropped)
         self.monitored: list[str] = []
         for rc, route in zip(cfg.routes, self.routes):
             if not rc.captures:
@@ -241,10 +246,9 @@ class GatewayRuntime:
             route.monitor = RouteCapture(rc.name, rc.monitor.sample_rate,
                                          rc.monitor.max_capture_bytes)
             self.monitored.append(rc.name)
-        previous = self.previous
         if previous is not None and previous.monitor is not None and \
                 _monitoring_view(previous.cfg) == _monitoring_view(cfg):
-            self.capture, self.monitor = previous.capture, previous.monitor  # keep it running
+            self.monitor = previous.monitor  # keep it running
             self.monitor_reused = True
         else:
             self.monitor_reused = False
@@ -285,9 +289,9 @@ class GatewayRuntime:
             flush_access_log()
 
     async def start(self) -> None:
-        previous, self.previous = self.previous, None  # no chain of every runtime ever loaded
-        if previous is not None and previous.monitor is not None and not self.monitor_reused:
-            await previous.monitor.stop()  # saves state the new process loads
+        """Probes and loops; on a first start, the monitor process too (waited for). After a
+        reload the monitor changes hands in `take_over_monitoring`, once the swap is done."""
+        first, self.previous = self.previous is None, None  # no chain of every runtime loaded
         await self.probe_once()
         self._tasks = [asyncio.create_task(self._probe_loop()),
                        asyncio.create_task(self._flush_loop())]
@@ -299,8 +303,19 @@ class GatewayRuntime:
             if u.health_check is not None:
                 self._tasks.append(asyncio.create_task(
                     self._health_loop(self.upstreams[name], u.health_check)))
-        if self.monitor is not None and not self.monitor_reused:
+        if first and self.monitor is not None:
             await self.monitor.start()
+
+    async def take_over_monitoring(self, old: GatewayRuntime) -> None:
+        """After a reload's swap, a changed monitoring setup gets a new monitor process once the
+        old one saved its state. Meanwhile captures wait in the queue both runtimes share and
+        questions (/feedback) wait for the new process: the change costs no data and no 503s."""
+        if self.monitor_reused:
+            return
+        if old.monitor is not None:
+            await old.monitor.stop()  # flushes the queue, saves the state the new one loads
+        if self.monitor is not None:
+            await self.monitor.start(wait=False)
 
     async def retire(self, successor: GatewayRuntime) -> None:
         """After a reload: stop this runtime's tasks now; close the pools the successor did

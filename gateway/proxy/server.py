@@ -169,6 +169,7 @@ class Gateway:
                 return False, str(exc)
             old, self.runtime = self.runtime, runtime
             self.proxy.runtime = runtime  # one attribute swap: the next request sees it
+            await runtime.take_over_monitoring(old)
             task = asyncio.create_task(old.retire(runtime))
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)

@@ -4,6 +4,7 @@ gateway's /feedback, the verdict read from the admin port's /experiments."""
 import asyncio
 import os
 import signal
+import threading
 import time
 
 import httpx
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.config import load_config
 from gateway.tools.demo_model import build_model_app, draw_labels, synthetic_rows
 from tests.servers import AppServer, GatewayServer, free_port, run_cli
 
@@ -264,3 +266,51 @@ def test_labels_find_their_predictions_after_the_monitor_process_is_killed(tmp_p
     finally:
         gw.stop()
         model.stop()
+
+
+@pytest.mark.slow
+def test_a_reload_that_changes_monitoring_loses_no_capture_label_or_learned_row(tmp_path):
+    """The monitor process is replaced (its config changed): captures wait in the queue,
+    feedback waits for the new process, rows gathered for the reference are kept."""
+    model = AppServer(build_model_app("churn", seed=1))
+    path = tmp_path / "gateway.yaml"
+    text = split_config(tmp_path, model.url, model.url, admin=", token: t0k3n").replace(
+        "monitor: {learn: {rows: 500}}", "monitor: {learn: {rows: 100000}}")
+    path.write_text(text)
+    gw = GatewayServer(load_config(path), tmp_path, path)
+    statuses: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        rng = np.random.default_rng(5)
+        with httpx.Client(timeout=15) as c:
+            while not stop.is_set():
+                row = synthetic_rows(1, rng)[0]
+                r = c.post(f"{gw.url}/v1/models/churn:predict", json={"instances": [row]})
+                f = c.post(f"{gw.url}/feedback", json={"request_id": r.headers["x-request-id"],
+                                                        "label": 1})
+                statuses.append((r.status_code, f.status_code))
+
+    worker = threading.Thread(target=traffic)
+    worker.start()
+    try:
+        time.sleep(2.0)
+        before = httpx.get(f"{gw.admin_url}/monitoring").json()["routes"]["churn"]["sides"]
+        old_pid = gw.gateway.runtime.monitor._proc.pid
+        path.write_text(text.replace("evaluate_every: 1s", "evaluate_every: 0.8s"))
+        r = httpx.post(f"{gw.admin_url}/admin/reload", headers={"authorization": "Bearer t0k3n"})
+        assert r.json()["reloaded"] is True, r.text
+        time.sleep(3.0)
+        link = gw.gateway.runtime.monitor
+        assert link._proc.pid != old_pid  # a new monitor process
+        after = httpx.get(f"{gw.admin_url}/monitoring").json()["routes"]["churn"]["sides"]
+    finally:
+        stop.set()
+        worker.join()
+        text_metrics = httpx.get(f"{gw.admin_url}/metrics").text
+        gw.stop()
+        model.stop()
+    assert len(statuses) > 50
+    assert all(s == (200, 200) for s in statuses), [s for s in statuses if s != (200, 200)][:5]
+    assert "driftgate_monitor_dropped_total 0.0" in text_metrics
+    assert after["inputs"]["reference_rows"] > before["inputs"]["reference_rows"] > 0
