@@ -73,8 +73,11 @@ class MonitorService:
                           Question.RESET_EXPERIMENT: self._reset_experiment}
 
     def send(self, kind: FromMonitor, data: object = None) -> None:
-        self.out.write(frame(kind, data))
-        self.out.flush()
+        try:
+            self.out.write(frame(kind, data))
+            self.out.flush()
+        except BrokenPipeError:  # the proxy process is gone: this one is saving and leaving
+            pass
 
     async def run(self, reader: asyncio.StreamReader) -> None:
         await self.dispatcher.start()

@@ -303,3 +303,25 @@ def test_an_upstream_failing_mid_body_cuts_the_answer_and_logs_one_json_line(tmp
     assert not any("Traceback" in line for line in lines), lines
     errors = [json.loads(line) for line in lines if '"upstream error"' in line]
     assert len(errors) == 1 and errors[0]["kind"] == "reset"  # then rate-limited (5 s)
+
+
+def test_a_killed_proxy_process_leaves_no_monitor_behind_and_its_state_saved(echo, tmp_path):
+    """kill -9 of `serve`: the monitor child sees its stdin close, saves, and exits."""
+    gw = GatewayProcess(tmp_path, echo.url)
+    try:
+        for i in range(20):
+            httpx.post(f"{gw.url}/v1/models/m:predict", json={"instances": [[i, 2.0]]})
+        monitor = gw.monitor_pid()
+        time.sleep(0.5)  # the captures reach the monitor (every 20 ms)
+        gw.proc.kill()
+        gw.proc.wait(10)
+        deadline = time.monotonic() + 15
+        while os.path.exists(f"/proc/{monitor}") and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(monitor, os.WNOHANG)  # (reaped by init, not by this process)
+            time.sleep(0.1)
+        assert not os.path.exists(f"/proc/{monitor}") or \
+            open(f"/proc/{monitor}/stat").read().split(") ", 1)[1].startswith("Z")
+        assert (tmp_path / "state" / "r.inputs.learning.json").is_file()
+    finally:
+        gw.stop()
