@@ -6,17 +6,23 @@ import argparse
 import sys
 from pathlib import Path
 
-from gateway.config import ConfigError, load_config
+from gateway.config import ConfigError, GatewayConfig, load_config
+
+
+def _load(path: str) -> GatewayConfig | None:
+    """The config in `path`, or None after printing why not (exit code 2 for the caller)."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.logs import configure_logging, get_logger
     from gateway.proxy.server import run
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    if (cfg := _load(args.config)) is None:
         return 2
     configure_logging(cfg.logging.level, cfg.logging.format)
     get_logger().info("config loaded", file=str(args.config), upstreams=len(cfg.upstreams),
@@ -26,10 +32,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.file)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    if (cfg := _load(args.file)) is None:
         return 2
     print(f"{args.file}: ok ({len(cfg.upstreams)} upstreams, {len(cfg.routes)} routes)")
     return 0
