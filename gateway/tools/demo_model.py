@@ -134,6 +134,8 @@ def rows_from_v2_inputs(inputs: list) -> list[list]:
             raise BadInput("each input needs name, shape, datatype and data")
         data = np.asarray(t["data"], dtype=object).reshape(-1)
         shape = t["shape"]
+        if not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape):
+            raise BadInput(f"input {t['name']!r}: shape must be a list of sizes")
         if int(np.prod(shape)) != data.size:
             raise BadInput(f"input {t['name']!r}: shape {shape} does not match {data.size} values")
         tensors[t["name"]] = (data, shape)
@@ -239,8 +241,11 @@ def build_model_app(name: str, version: str = "v1", latency_ms: float = 0.0,
                     raise BadInput("body must be an object")
                 if "dataframe_split" in body:
                     split = body["dataframe_split"]
+                    if not isinstance(split, dict) or not isinstance(split.get("data"), list) \
+                            or not all(isinstance(r, list) for r in split["data"]):
+                        raise BadInput("dataframe_split needs `data`: a list of rows (lists)")
                     cols = split.get("columns") or list(FEATURES)
-                    rows = rows_from_records([dict(zip(cols, r)) for r in split.get("data", [])])
+                    rows = rows_from_records([dict(zip(cols, r)) for r in split["data"]])
                 elif "dataframe_records" in body:
                     rows = rows_from_records(body["dataframe_records"])
                 elif "instances" in body:

@@ -73,6 +73,13 @@ def test_bad_inputs_get_400_with_reason(model):
     r = httpx.post(f"{model.url}/v2/models/churn/infer", content=b"not json")
     assert r.status_code == 400
     assert httpx.post(f"{model.url}/v2/models/other/infer", json={}).status_code == 404
+    # once answered 500: a shape that is no list of sizes, a dataframe_split without data
+    r = httpx.post(f"{model.url}/v2/models/churn/infer",
+                   json={"inputs": [{"name": "x", "shape": "a", "data": [1, 2, 3, 4]}]})
+    assert r.status_code == 400 and "shape" in r.json()["error"]
+    r = httpx.post(f"{model.url}/invocations", json={"dataframe_split": {"columns": None,
+                                                                         "data": None}})
+    assert r.status_code == 400 and "dataframe_split" in r.json()["error"]
 
 
 def test_latency_and_error_injection():
