@@ -79,7 +79,7 @@ def test_bad_inputs_get_400_with_reason(model):
     assert r.status_code == 400 and "shape" in r.json()["error"]
     r = httpx.post(f"{model.url}/invocations", json={"dataframe_split": {"columns": None,
                                                                          "data": None}})
-    assert r.status_code == 400 and "dataframe_split" in r.json()["error"]
+    assert r.status_code == 400 and "dataframe_split" in r.json()["message"]  # MLflow's shape
 
 
 def test_latency_and_error_injection():
