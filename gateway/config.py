@@ -23,6 +23,17 @@ from pydantic import (
 )
 
 from gateway.baselines import load_baseline_file
+from gateway.config_errors import (
+    Problem,
+    SourceMap,
+    clean_location,
+    did_you_mean,
+    duplicate_keys,
+    explain,
+    format_path,
+    render,
+    yaml_syntax_error,
+)
 
 
 class ConfigError(Exception):
@@ -117,6 +128,9 @@ class UpstreamConfig(_Model):
         return url
 
 
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 class MatchConfig(_Model):
     path_prefix: str | None = None
     path: str | None = None
@@ -134,7 +148,12 @@ class MatchConfig(_Model):
     @field_validator("methods")
     @classmethod
     def _upper(cls, methods: list[str]) -> list[str]:
-        return [m.upper() for m in methods]
+        upper = [m.upper() for m in methods]
+        for m in upper:
+            if m not in HTTP_METHODS:
+                raise ValueError(f"unknown HTTP method {m!r}{did_you_mean(m, HTTP_METHODS)} "
+                                 f"(methods: {', '.join(HTTP_METHODS)})")
+        return upper
 
 
 class FeatureOverride(_Model):
@@ -406,8 +425,8 @@ class AccessLogConfig(_Model):
 
 
 class LoggingConfig(_Model):
-    level: str = "info"
-    format: str = Field("auto", pattern=r"^(auto|json|console)$")
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
     access_log: AccessLogConfig = AccessLogConfig()
 
 
@@ -416,7 +435,7 @@ class GatewayConfig(_Model):
     admin: AdminConfig = AdminConfig()
     logging: LoggingConfig = LoggingConfig()
     upstreams: dict[str, UpstreamConfig]
-    routes: list[RouteConfig]
+    routes: list[RouteConfig] = Field(min_length=1)
     state_dir: str | None = None             # default: driftgate-state/ beside the config file
     monitoring: MonitoringConfig = MonitoringConfig()
     alerts: AlertsConfig = AlertsConfig()
@@ -449,43 +468,17 @@ def _substitute(value: Any, path: tuple, env: dict[str, str], errors: list) -> A
     return value
 
 
-def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
-    """Map every key path in the YAML document to its 1-based line."""
-    out = {} if out is None else out
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            child = (*path, key_node.value)
-            out[child] = key_node.start_mark.line + 1
-            _line_index(value_node, child, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            out[(*path, i)] = item.start_mark.line + 1
-            _line_index(item, (*path, i), out)
-    return out
-
-
-def format_path(path: tuple) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top)"
-
-
-def _line_for(lines: dict[tuple, int], path: tuple) -> int:
-    while path not in lines and path:
-        path = path[:-1]
-    return lines.get(path, 1)
-
-
 def _cross_check(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
     errors: list[tuple[tuple, str]] = []
     seen: set[str] = set()
     known = ", ".join(sorted(cfg.upstreams)) or "none defined"
+
+    def unknown_upstream(name: str) -> str:
+        return f"unknown upstream {name!r}{did_you_mean(name, cfg.upstreams)} (known: {known})"
+
     for i, route in enumerate(cfg.routes):
         if route.upstream is not None and route.upstream not in cfg.upstreams:
-            errors.append((("routes", i, "upstream"),
-                           f"unknown upstream {route.upstream!r} (known: {known})"))
+            errors.append((("routes", i, "upstream"), unknown_upstream(route.upstream)))
         if route.canary is not None and (route.canary.variant not in route.variant_names
                                          or len(route.variants) < 2):
             errors.append((("routes", i, "canary", "variant"),
@@ -494,24 +487,27 @@ def _cross_check(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
         for j, sh in enumerate(route.shadow):
             if sh.upstream not in cfg.upstreams:
                 errors.append((("routes", i, "shadow", j, "upstream"),
-                               f"unknown upstream {sh.upstream!r} (known: {known})"))
+                               unknown_upstream(sh.upstream)))
         if route.fallback is not None and route.fallback not in route.variant_names:
-            errors.append((("routes", i, "fallback"), f"unknown variant {route.fallback!r} "
+            errors.append((("routes", i, "fallback"), f"unknown variant {route.fallback!r}"
+                           f"{did_you_mean(route.fallback, route.variant_names)} "
                            f"(variants: {', '.join(route.variant_names)})"))
         for j, v in enumerate(route.variants):
             if v.upstream not in cfg.upstreams:
                 errors.append((("routes", i, "variants", j, "upstream"),
-                               f"unknown upstream {v.upstream!r} (known: {known})"))
+                               unknown_upstream(v.upstream)))
         if route.name in seen:
             errors.append((("routes", i, "name"), f"duplicate route name {route.name!r}"))
         seen.add(route.name)
     for i, rule in enumerate(cfg.alerts.rules):
         for sink in rule.sinks or []:
             if sink not in cfg.alerts.sinks:
-                errors.append((("alerts", "rules", i, "sinks"), f"unknown sink {sink!r}"))
+                errors.append((("alerts", "rules", i, "sinks"), f"unknown sink {sink!r}"
+                               f"{did_you_mean(sink, cfg.alerts.sinks)}"))
         for route in rule.routes or []:
             if route not in seen:
-                errors.append((("alerts", "rules", i, "routes"), f"unknown route {route!r}"))
+                errors.append((("alerts", "rules", i, "routes"), f"unknown route {route!r}"
+                               f"{did_you_mean(route, seen)}"))
     if cfg.server.port and cfg.server.port == cfg.admin.port and cfg.server.host == cfg.admin.host:
         errors.append((("admin", "port"), "admin port must differ from server port"))
     return errors
@@ -544,42 +540,57 @@ def check_files(cfg: GatewayConfig, config_dir: Path) -> None:
 
 def parse_config(text: str, source: str = "<config>", env: dict[str, str] | None = None,
                  config_dir: Path | None = None) -> GatewayConfig:
-    """A validated config; with `config_dir`, the files it names are checked too."""
+    """A validated config; with `config_dir`, the files it names are checked too. Raises
+    ConfigError telling every problem at once (gateway.config_errors)."""
     env = dict(os.environ) if env is None else env
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        raise ConfigError(f"{source}:{line} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(yaml_syntax_error(exc, text, source)) from None
+    smap = SourceMap(node)
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}:1 (top): expected a mapping with `upstreams` and `routes`")
-    lines = _line_index(node) if node is not None else {}
-    problems: list[tuple[tuple, str]] = []
-    data = _substitute(data, (), env, problems)
+        raise ConfigError(render([Problem((), "expected a mapping with `upstreams` and `routes`")],
+                                 text, source, smap))
+    problems = duplicate_keys(node)
+    unset: list[tuple[tuple, str]] = []
+    data = _substitute(data, (), env, unset)
+    problems += [Problem(path, msg) for path, msg in unset]
     cfg = None
-    if not problems:
-        try:
-            cfg = GatewayConfig.model_validate(data)
-        except ValidationError as exc:
-            for err in exc.errors():
-                loc = tuple(err["loc"])
-                # Model-level validators report at the model; "extra" errors at the bad key.
-                msg = err["msg"].removeprefix("Value error, ")
-                if err["type"] == "extra_forbidden":
-                    msg = "unknown key"
-                problems.append((loc, msg))
+    try:
+        cfg = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        problems += _validation_problems(exc, data, [path for path, _ in unset])
     if cfg is not None:
-        problems = _cross_check(cfg)
+        problems += [Problem(path, msg) for path, msg in _cross_check(cfg)]
         if not problems and config_dir is not None:
-            problems = file_problems(cfg, config_dir)
+            problems = [Problem(path, msg) for path, msg in file_problems(cfg, config_dir)]
     if problems:
-        raise ConfigError("\n".join(
-            f"{source}:{_line_for(lines, path)} {format_path(path)}: {msg}"
-            for path, msg in problems))
+        raise ConfigError(render(problems, text, source, smap))
     assert cfg is not None
     return cfg
+
+
+def _validation_problems(exc: ValidationError, data: dict, unset: list[tuple]) -> list[Problem]:
+    """pydantic's errors in words, one per spot; none where an unset ${VAR} is the cause; a
+    missing key dropped where a misspelled one stands beside it (its "did you mean" says it)."""
+    out: dict[tuple, Problem] = {}
+    for err in exc.errors():
+        err = {**err, "loc": clean_location(tuple(err["loc"]), data)}
+        problem = explain(err, GatewayConfig)
+        if any(problem.path[:len(u)] == u for u in unset):
+            continue
+        out.setdefault(problem.path, problem)
+    problems = list(out.values())
+    misspelled = {(p.path[:-1], p.message) for p in problems if p.at_key}
+    return [p for p in problems if p.at_key or not any(
+        parent == p.path and f"(did you mean `{_required(p)}`?)" in message
+        for parent, message in misspelled)]
+
+
+def _required(p: Problem) -> str:
+    m = re.match(r"`([^`]+)` is required here", p.message)
+    return m.group(1) if m else "\0"
 
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> GatewayConfig:

@@ -33,26 +33,30 @@ def test_unknown_upstream_names_key_and_line():
     bad = GOOD.replace("    upstream: iris-v1", "    upstream: iris-v9")
     with pytest.raises(ConfigError) as exc:
         parse_config(bad, "config.yaml", env={})
-    assert str(exc.value).startswith("config.yaml:10 routes[0].upstream: unknown upstream 'iris-v9'")
+    assert str(exc.value).startswith("config.yaml:10:15 routes[0].upstream: unknown upstream "
+                                     "'iris-v9' (did you mean `iris-v1`?) (known: iris-v1)")
 
 
 @pytest.mark.parametrize("mutate, expected", [
-    (lambda t: t.replace("port: 8080", "port: eighty"), "config.yaml:1 server.port:"),
-    (lambda t: t.replace("read: 5", "read: -1"), "config.yaml:6 upstreams.iris-v1.timeout.read:"),
+    (lambda t: t.replace("port: 8080", "port: eighty"),
+     "config.yaml:1:33 server.port: expected a whole number, got 'eighty'"),
+    (lambda t: t.replace("read: 5", "read: -1"),
+     "config.yaml:6:35 upstreams.iris-v1.timeout.read: must be > 0.0, got -1"),
     (lambda t: t.replace("admin: {port: 8090}", "admin: {port: 8090, prot: 1}"),
-     "config.yaml:2 admin.prot: unknown key"),
+     "config.yaml:2:21 admin.prot: unknown key `prot` (did you mean `port`?)"),
     (lambda t: t.replace('"http://127.0.0.1:${MODEL_PORT:-9001}"', "ftp://x"),
-     "config.yaml:5 upstreams.iris-v1.url: must be an http:// or https:// URL"),
+     "config.yaml:5:10 upstreams.iris-v1.url: must be an http:// or https:// URL, got 'ftp://x'"),
     (lambda t: t.replace("${MODEL_PORT:-9001}", "${NOT_SET_ANYWHERE}"),
-     "config.yaml:5 upstreams.iris-v1.url: environment variable NOT_SET_ANYWHERE is not set"),
+     "config.yaml:5:10 upstreams.iris-v1.url: environment variable NOT_SET_ANYWHERE is not set"),
     (lambda t: t.replace("path_prefix: /v2/models/iris", "path_prefix: v2"),
-     "config.yaml:9 routes[0].match: paths start with '/'"),
+     "config.yaml:9:12 routes[0].match: paths start with '/', got 'v2'"),
     (lambda t: t + "  - name: iris\n    match: {path: /x}\n    upstream: iris-v1\n",
-     "config.yaml:11 routes[1].name: duplicate route name 'iris'"),
+     "config.yaml:11:11 routes[1].name: duplicate route name 'iris'"),
     (lambda t: t.replace("    upstream: iris-v1\n", ""),
-     "config.yaml:8 routes[0]: set exactly one of `upstream` or `variants`"),
+     "config.yaml:8:5 routes[0]: set exactly one of `upstream` or `variants`"),
     (lambda t: t.replace("    upstream: iris-v1\n", "    variants: [{name: a, upstream: iris-v2}]\n"),
-     "config.yaml:10 routes[0].variants[0].upstream: unknown upstream 'iris-v2'"),
+     "config.yaml:10:36 routes[0].variants[0].upstream: unknown upstream 'iris-v2' (did you mean "
+     "`iris-v1`?) (known: iris-v1)"),
     (lambda t: t.replace("routes:", "routes: [\n"), "config.yaml:"),
 ])
 def test_bad_configs_name_line_and_key(mutate, expected):
@@ -71,8 +75,12 @@ def test_check_config_cli(tmp_path):
     bad.write_text(GOOD.replace("upstream: iris-v1", "upstream: nope"))
     done = run_cli("check-config", str(bad))
     assert done.returncode == 2
-    assert done.stderr.strip() == (f"{bad}:10 routes[0].upstream: unknown upstream 'nope' "
-                                   f"(known: iris-v1)")
+    assert done.stderr.strip() == (
+        f"{bad}:10:15 routes[0].upstream: unknown upstream 'nope' (known: iris-v1)\n"
+        f"   |\n"
+        f"10 |     upstream: nope\n"
+        f"   |               ^^^^\n"
+        f"{bad}: 1 problem; nothing was applied")
     done = run_cli("serve", "--config", str(bad))
     assert done.returncode == 2 and "routes[0].upstream" in done.stderr
     missing = run_cli("check-config", str(tmp_path / "absent.yaml"))
@@ -91,7 +99,8 @@ def test_check_config_finds_what_serve_would_refuse(tmp_path):
                                 "nowhere.csv}"))
     done = run_cli("check-config", str(cfg))
     assert done.returncode == 2
-    assert done.stderr.startswith(f"{cfg}:11 routes[0].monitor.baseline: cannot use 'nowhere.csv'")
+    assert done.stderr.startswith(f"{cfg}:11:25 routes[0].monitor.baseline: cannot use "
+                                  "'nowhere.csv'")
     (tmp_path / "nowhere.csv").write_text("tenure,plan\n1,basic\n")
     done = run_cli("check-config", str(cfg))
     assert done.returncode == 0, done.stderr
