@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import resource
 import signal
 import socket
@@ -33,7 +34,22 @@ class _Server(uvicorn.Server):
         yield
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
+class ListenError(OSError):
+    """A listener that cannot be opened, with the address it was for."""
+
+
+def bind_socket(host: str, port: int, what: str = "server") -> socket.socket:
+    """A listening socket for `host:port`; ListenError names the address and the config key."""
+    try:
+        return _bind(host, port)
+    except OSError as exc:
+        hint = " (another process has it: pick another port)" if exc.errno == errno.EADDRINUSE \
+            else ""
+        raise ListenError(f"cannot listen on {host}:{port} ({what}.host / {what}.port): "
+                          f"{exc.strerror or exc}{hint}") from exc
+
+
+def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted sockets whose proto says
     # TCP; with proto 0 the response's second write waits out the client's delayed ACK (40 ms).
@@ -85,8 +101,8 @@ class Gateway:
         self._retiring: set[asyncio.Task] = set()
         self.draining = False
         self.log = get_logger()
-        self.proxy_socket = bind_socket(cfg.server.host, cfg.server.port)
-        self.admin_socket = bind_socket(cfg.admin.host, cfg.admin.port)
+        self.proxy_socket = bind_socket(cfg.server.host, cfg.server.port, "server")
+        self.admin_socket = bind_socket(cfg.admin.host, cfg.admin.port, "admin")
         self.proxy = ProxyApp(self.runtime)
         self._proxy_server = _Server(_uvicorn_config(self.proxy, cfg, cfg.server.keep_alive))
         self._admin_server = _Server(_uvicorn_config(build_admin_app(self), cfg, 5))
@@ -222,8 +238,8 @@ def run(cfg: GatewayConfig, config_dir: Path | None = None,
         runner = asyncio.Runner()
     try:
         gw = Gateway(cfg, config_dir, config_path)
-    except OSError as exc:
-        print(f"driftgate: cannot listen: {exc}", file=sys.stderr)
+    except ListenError as exc:
+        print(f"driftgate: {exc}", file=sys.stderr)
         return 1
     except ConfigError as exc:
         print(exc, file=sys.stderr)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import gateway
 from gateway.config import ConfigError, GatewayConfig, load_config
 
 
@@ -84,9 +85,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return print_report(args.admin, args.route)
 
 
+EXIT_CODES = """exit codes:
+  0  done (serve: stopped cleanly after SIGTERM or Ctrl-C)
+  1  serve could not open a listener (the address is named), or the demo saw failures
+  2  a bad config file, a bad argument, or a gateway that cannot be reached (report)"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="driftgate", description=(
-        "An observable gateway in front of ML model servers."))
+    parser = argparse.ArgumentParser(
+        prog="driftgate", description="An observable gateway in front of ML model servers.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version",
+                        version=f"driftgate {gateway.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the gateway")
@@ -94,17 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("check-config", help="validate a config file without serving")
-    p.add_argument("file")
+    p.add_argument("file", help="YAML config file: every problem is reported, with its line")
     p.set_defaults(func=_cmd_check_config)
 
     p = sub.add_parser("demo-model", help="run the demo churn model server (V1, V2, MLflow)")
-    p.add_argument("--port", type=int, default=9001)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--name", default="churn")
+    p.add_argument("--port", type=int, default=9001, help="port to listen on")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--name", default="churn", help="model name in its URLs (/v2/models/NAME)")
     p.add_argument("--version", default="v1", help="model version it reports")
     p.add_argument("--latency-ms", type=float, default=0.0, help="added latency per prediction")
     p.add_argument("--error-rate", type=float, default=0.0, help="share of predictions that fail 500")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the model's training data")
     p.add_argument("--bias-shift", type=float, default=0.0,
                    help="add this to the model's logit: a less accurate variant for A/B demos")
     p.set_defaults(func=_cmd_demo_model)

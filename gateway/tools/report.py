@@ -7,6 +7,8 @@ The demo prints the same tables.
 
 from __future__ import annotations
 
+import sys
+
 import httpx
 
 
@@ -30,7 +32,10 @@ def format_experiment(exp: dict) -> str:
             f"{_num(lat.get('p99'), '.2f'):>7} {labels:>7.0f} {_num(q.get('accuracy'), '.3f'):>8} "
             f"{_num(q.get('auc'), '.3f'):>6} {_num(q.get('mae'), '.3g'):>7} "
             f"{_num(q.get('mean_reward'), '.3g'):>7}")
-    if not exp["tests"]:
+    if len(exp["variants"]) < 2:
+        lines.append("  one variant: nothing to compare (an experiment needs a route with "
+                     "`variants`)")
+    elif not exp["tests"]:
         lines.append("  no tests yet: each needs 30 requests or labels per variant")
     for t in exp["tests"]:
         seq = t["sequential"]
@@ -52,8 +57,12 @@ def fetch_report(admin_url: str, route: str | None = None, timeout: float = 10.0
 def print_report(admin_url: str, route: str | None = None) -> int:
     try:
         experiments = fetch_report(admin_url, route)
-    except (httpx.HTTPError, RuntimeError) as exc:
-        print(f"driftgate report: {exc}")
+    except httpx.HTTPError as exc:
+        print(f"driftgate report: cannot reach the gateway's admin port at {admin_url}: {exc} "
+              f"(is the gateway running? --admin sets the URL)", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"driftgate report: {exc}", file=sys.stderr)
         return 2
     if not experiments:
         print("no experiments: no route splits traffic between variants")

@@ -104,3 +104,31 @@ def test_check_config_finds_what_serve_would_refuse(tmp_path):
     (tmp_path / "nowhere.csv").write_text("tenure,plan\n1,basic\n")
     done = run_cli("check-config", str(cfg))
     assert done.returncode == 0, done.stderr
+
+
+def test_cli_version_help_and_errors_that_name_what_they_concern(tmp_path):
+    done = run_cli("--version")
+    assert done.returncode == 0 and done.stdout.startswith("driftgate ")
+    done = run_cli("--help")
+    assert "exit codes:" in done.stdout
+    done = run_cli("check-config", "-h")
+    assert "YAML config file" in done.stdout
+    done = run_cli("report", "--admin", "http://127.0.0.1:1")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("driftgate report: cannot reach the gateway's admin port at "
+                                  "http://127.0.0.1:1")
+
+
+def test_serve_on_a_busy_port_names_the_address(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = tmp_path / "gw.yaml"
+        cfg.write_text(GOOD.replace("port: 8080", f"port: {port}").replace("8090", "0"))
+        done = run_cli("serve", "--config", str(cfg))
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port} (server.host / server.port): Address already in " \
+           f"use (another process has it: pick another port)" in done.stderr
