@@ -90,8 +90,11 @@ def _pad(arr: np.ndarray, rows: int) -> np.ndarray:
 
 class FeedbackDesk:
     def __init__(self, cfg: FeedbackStoreConfig, experiments: dict[str, RouteExperiment],
-                 metrics, path: Path | None = None) -> None:
+                 metrics, path: Path | None = None, unjoinable: list[str] = ()) -> None:
+        """`unjoinable`: routes whose answers are not decoded (no `monitor:`), so no prediction
+        of theirs is kept for a label to find."""
         self.cfg = cfg
+        self.unjoinable = list(unjoinable)
         self.experiments = experiments
         self.metrics = metrics
         self._new_store()
@@ -102,6 +105,15 @@ class FeedbackDesk:
             metrics.feedback_store_rows.set(len(self.store))
         self._evicted_seen = self.store.evicted
         self._changed = False  # predictions stored or labelled since the last save
+
+    def _unjoinable_note(self) -> str:
+        if not self.unjoinable:
+            return ""
+        names = ", ".join(self.unjoinable)
+        many = len(self.unjoinable) > 1
+        return (f"; route{'s' if many else ''} {names} keep{'' if many else 's'} no predictions "
+                f"(no `monitor:`), so labels for {'their' if many else 'its'} answers cannot be "
+                f"joined")
 
     def _new_store(self) -> None:
         self.store = PredictionStore(self.cfg.max_entries, self.cfg.ttl)
@@ -190,7 +202,8 @@ class FeedbackDesk:
             if status != FOUND:
                 code, name = STATUS[status]
                 why = {"unknown": "no prediction with this request_id (never seen, sampled out, "
-                                  "or evicted)", "expired": f"prediction older than {self.cfg.ttl:g}s",
+                                  "or evicted)" + self._unjoinable_note(),
+                       "expired": f"prediction older than {self.cfg.ttl:g}s",
                        "duplicate": "this prediction already has its label"}[name]
                 return code, {"status": name, "request_id": rid, "row": row, "error": why}
             slots.append(slot)

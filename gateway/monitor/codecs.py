@@ -163,11 +163,13 @@ def _flatten(data) -> list:
 
 def v2_tensors_to_columns(tensors: list, configured: Sequence[str] | None = None,
                           max_features: int = MAX_FEATURES) -> Columns:
-    """Open Inference Protocol tensors: [N] or [N,1] -> one column; [N,K] -> K columns."""
+    """Open Inference Protocol tensors: [N] or [N,1] -> one column; [N,K] -> K columns, named
+    `f0..` for one tensor, `<tensor>_<j>` for several. Configured names, when they count as
+    many as the columns, name them in order (by tensor, then by column)."""
     if not isinstance(tensors, list) or not tensors:
         raise DecodeError("no_rows", "no tensors")
     cols: Columns = Columns()
-    single = len(tensors) == 1
+    positional = False  # some columns are named by their place in a tensor, not by the client
     for t in tensors:
         params = t.get("parameters") if isinstance(t, dict) else None
         if isinstance(params, dict) and "binary_data_size" in params:
@@ -196,12 +198,17 @@ def v2_tensors_to_columns(tensors: list, configured: Sequence[str] | None = None
         else:  # width <= len(data) here: the shape matched the data
             width = shape[1]
             kept = max(0, min(width, max_features - len(cols)))
-            names = _names(kept, configured) if single else [f"{name}_{j}" for j in range(kept)]
+            names = [f"{name}_{j}" for j in range(kept)] if len(tensors) > 1 else \
+                _names(kept, configured if configured and len(configured) >= width else None)
+            positional = True
             for j, col in enumerate(names):
                 cols[col] = data[j::width]
             cols.dropped += (width - kept) * shape[0]
     if len({len(v) for v in cols.values()}) > 1:
         raise DecodeError("shape_mismatch", "tensors differ in batch size")
+    if positional and configured and len(configured) == len(cols) and list(cols) != list(
+            configured):  # the configured names, in order: by tensor, then by column
+        return _capped(dict(zip(configured, cols.values())), cols.dropped)
     return cols
 
 

@@ -69,6 +69,7 @@ class SideModel:
         self.learn_rows = learn_rows
         self.max_features = max_features
         self._learning_names: dict[str, None] = {}  # first seen first, up to max_features
+        self.warning: str | None = None  # what a reader of /monitoring should know
         self.schema = None
         self.reference: StreamState | None = None
         self.windows: dict[str, SlidingWindow] = {}
@@ -93,6 +94,11 @@ class SideModel:
         self.windows = {}
 
     def fit(self, columns: dict[str, list]) -> None:
+        rows = max(map(len, columns.values()), default=0)
+        self.warning = small_reference_warning(rows)
+        if self.warning:
+            get_logger().warning("small reference", route=self.route, side=self.side,
+                                 rows=rows, warning=self.warning)
         if self.side == "inputs":
             schema, reference = fit_baseline(columns, overrides=self.cfg.overrides)
         else:  # class labels (few distinct integers) are categories, scores stay numeric
@@ -188,6 +194,21 @@ class SideModel:
         return True
 
 
+# The expected range of a feature runs from its reference's 0.1% to 99.9% quantiles; from n rows
+# these are the sample's extremes until n reaches ~1,000, and ~2/(n+1) of clean new values then
+# fall outside: the 1% outlier rule fires on clean traffic below ~200 rows, and is loose below
+# this many.
+RELIABLE_REFERENCE_ROWS = 1000
+
+
+def small_reference_warning(rows: int) -> str | None:
+    if rows >= RELIABLE_REFERENCE_ROWS:
+        return None
+    return (f"the reference has {rows} rows: about {2 / (rows + 1):.1%} of clean values fall "
+            f"outside the expected range it implies, so outlier alerts are unreliable; learn "
+            f"{RELIABLE_REFERENCE_ROWS} rows or more (monitor.learn.rows) or give a baseline")
+
+
 def learning_path(path: Path) -> Path:
     """`<route>.<side>.learning.json` beside `<route>.<side>.npz`."""
     return path.with_name(path.stem + ".learning.json")
@@ -210,6 +231,7 @@ class RouteMonitor:
         self.outputs_per_variant = len(route.variant_names) > 1
         self._models: dict[tuple[str, str], SideModel] = {}
         self.max_capture = self.cfg.max_capture_bytes
+        self._names_checked = False
         self.baseline_columns: dict[str, list] | None = None
         self._baseline_reference = None
         path = self.cfg.baseline_path(config_dir)
@@ -244,6 +266,19 @@ class RouteMonitor:
                 elif self.baseline_columns is not None:
                     m.fit(self.baseline_columns)
         return m
+
+    def check_names(self, columns: dict) -> None:
+        """Say once when `monitor.features` names what requests do not carry: the names apply
+        by position only when they count as many as the columns."""
+        configured = self.cfg.feature_names
+        if not configured or self._names_checked or set(columns) == set(configured):
+            return
+        self._names_checked = True
+        get_logger().warning(
+            "monitor.features does not match the requests", route=self.name,
+            configured=configured[:20], received=list(columns)[:20],
+            hint="names apply in order when the request's columns (by tensor, then by column) "
+                 "count as many as the names; otherwise the request's own names are used")
 
     def models(self) -> list[tuple[str, str, SideModel]]:
         return [(side, variant, m) for (side, variant), m in self._models.items()]
@@ -367,6 +402,8 @@ class MonitorCore:
                                           mon.max_features)
             if getattr(columns, "dropped", 0):
                 self.metrics.monitor_dropped_features(mon.name, side).inc(columns.dropped)
+            if side == "inputs":
+                mon.check_names(columns)
             return columns
         except DecodeError as exc:
             self.metrics.monitor_decode_error(mon.name, side, exc.reason).inc()

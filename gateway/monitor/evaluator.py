@@ -65,6 +65,8 @@ class Evaluator:
                 done, target = model.learning_progress
                 route_view["sides"][side] = {"reference_ready": model.ready,
                                              "reference_rows": done, "learn_rows": target}
+                if model.warning:
+                    route_view["sides"][side]["warning"] = model.warning
                 if model.ready:
                     self.metrics.monitor_reference_rows(mon.name, side).set(model.reference.n_rows)
                     for variant, window in list(model.windows.items()):

@@ -54,8 +54,9 @@ def build(cfg: GatewayConfig, config_dir: Path):
             monitors[rc.name] = mon
     admin = f"http://{cfg.admin.host}:{cfg.admin.port}/monitoring"
     dispatcher = Dispatcher(cfg.alerts.sinks, metrics, admin)
-    desk = FeedbackDesk(cfg.feedback, experiments, metrics, state_dir / "predictions.npz") \
-        if cfg.feedback.enabled else None
+    unjoinable = [rc.name for rc in cfg.routes if rc.captures and rc.monitor is None]
+    desk = FeedbackDesk(cfg.feedback, experiments, metrics, state_dir / "predictions.npz",
+                        unjoinable) if cfg.feedback.enabled else None
     evaluator = Evaluator(cfg, monitors, metrics, dispatcher, experiments)
     return MonitorCore(monitors, metrics, experiments, desk), evaluator, dispatcher, metrics
 

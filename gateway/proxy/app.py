@@ -282,7 +282,9 @@ class ProxyApp:
             if ex.route.shadows and ex.body_in_hand:
                 self._mirror(ex)  # after the live answer is out: a copy can never hold it up
             mon = ex.route.monitor
-            ex.sampled = mon is not None and mon.sample()
+            # a request without a body (a health check, a metadata GET) carries no features:
+            # it counts in the experiment, and its answer is not taken for predictions
+            ex.sampled = mon is not None and ex.body is not None and mon.sample()
         except BodyTooLarge:
             limit = ex.rt.cfg.server.max_body_bytes
             await self._refuse(ex, send, 413, {"error": f"request body larger than {limit} bytes",

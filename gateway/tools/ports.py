@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import socket
 import time
+from collections import deque
+
+_HANDED_OUT: deque[int] = deque(maxlen=256)
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never one of the last 256 handed out (the kernel may offer the
+    same port twice in a row: two listeners of one config would then collide)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.append(port)
+            return port
 
 
 def port_or_free(preferred: int) -> int:

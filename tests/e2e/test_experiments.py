@@ -141,22 +141,29 @@ def test_equal_models_are_not_declared_different(tmp_path):
     assert "no significant difference on accuracy" in printed
 
 
+# Long enough for the checks before the expiry one on a loaded machine (1 s failed 2 runs of 3
+# at load 10), short enough to wait out.
+FEEDBACK_TTL = 5.0
+
+
 @pytest.fixture
 def gateway(tmp_path):
     model = AppServer(build_model_app("churn", seed=1))
-    gw = GatewayServer(split_config(tmp_path, model.url, model.url, extra="""
-feedback: {ttl: 1s}
+    gw = GatewayServer(split_config(tmp_path, model.url, model.url, extra=f"""
+feedback: {{ttl: {FEEDBACK_TTL}s}}
 """))
     yield gw
     gw.stop()
     model.stop()
 
 
+@pytest.mark.slow
 def test_feedback_errors_are_clear_and_counted(gateway):
     with httpx.Client(base_url=gateway.url, timeout=10) as c:
         r = c.post("/v1/models/churn:predict", json={"instances": [[12, 70.5, 2, 21.3, "basic"],
                                                                    [3, 99.0, 5, 40.0, "basic"]]})
         rid = r.headers["x-request-id"]
+        answered = time.monotonic()
         assert c.post("/feedback", content=b"{not json").status_code == 400
         r = c.post("/feedback", json={"request_id": rid})
         assert r.status_code == 400 and "exactly one of" in r.json()["error"]
@@ -165,12 +172,13 @@ def test_feedback_errors_are_clear_and_counted(gateway):
         r = c.post("/feedback", json={"request_id": "never-seen", "label": 1})
         assert r.status_code == 404 and r.json()["status"] == "unknown"
         r = c.post("/feedback", json={"request_id": rid, "label": [1, 0]})
+        assert time.monotonic() - answered < FEEDBACK_TTL  # else the machine, not the gateway
         assert r.status_code == 200 and r.json()["rows"] == 2
         r = c.post("/feedback", json={"request_id": rid, "label": 1, "index": 1})
         assert r.status_code == 409 and r.json()["status"] == "duplicate"
         r = c.post("/v1/models/churn:predict", json={"instances": [[12, 70.5, 2, 21.3, "basic"]]})
         old = r.headers["x-request-id"]
-        time.sleep(1.3)
+        time.sleep(FEEDBACK_TTL + 0.3)
         r = c.post("/feedback", json={"request_id": old, "label": 1})
         assert r.status_code == 410 and r.json()["status"] == "expired"
         r = c.post("/feedback", json={"feedback": [{"request_id": "nope", "label": 0}, {"label": 1}]})
@@ -314,3 +322,23 @@ def test_a_reload_that_changes_monitoring_loses_no_capture_label_or_learned_row(
     assert all(s == (200, 200) for s in statuses), [s for s in statuses if s != (200, 200)][:5]
     assert "driftgate_monitor_dropped_total 0.0" in text_metrics
     assert after["inputs"]["reference_rows"] > before["inputs"]["reference_rows"] > 0
+
+
+def test_feedback_for_a_route_that_keeps_no_predictions_says_so(tmp_path):
+    model = AppServer(build_model_app("churn", seed=1))
+    cfg = split_config(tmp_path, model.url, model.url).replace(
+        "    monitor: {learn: {rows: 500}}\n", "")
+    gw = GatewayServer(cfg)
+    try:
+        r = httpx.post(f"{gw.url}/v1/models/churn:predict",
+                       json={"instances": [[12, 70.5, 2, 21.3, "basic"]]})
+        r = httpx.post(f"{gw.url}/feedback", json={"request_id": r.headers["x-request-id"],
+                                                   "label": 1})
+        assert r.status_code == 404
+        assert r.json()["error"] == (
+            "no prediction with this request_id (never seen, sampled out, or evicted); route "
+            "churn keeps no predictions (no `monitor:`), so labels for its answers cannot be "
+            "joined")
+    finally:
+        gw.stop()
+        model.stop()

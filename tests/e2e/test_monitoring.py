@@ -191,3 +191,23 @@ def test_corrupt_state_files_are_set_aside_and_serving_starts(tmp_path):
     finally:
         gw.stop()
         model.stop()
+
+
+def test_bodiless_requests_are_no_decode_errors_and_a_small_reference_is_flagged(tmp_path):
+    model = AppServer(build_model_app("churn"))
+    gw = GatewayServer(monitored(model.url, tmp_path, "auto", "{learn: {rows: 100}}"))
+    try:
+        for path in ("/v2/models/churn/ready", "/v2/models/churn"):  # health, metadata
+            assert httpx.get(f"{gw.url}{path}").status_code == 200
+        rows = synthetic_rows(150, np.random.default_rng(4))
+        r = httpx.post(f"{gw.url}/v1/models/churn:predict", json={"instances": rows})
+        assert r.status_code == 200
+        sides = wait_for(lambda: (s := httpx.get(f"{gw.admin_url}/monitoring").json().get(
+            "routes", {}).get("r", {}).get("sides", {})) and s["inputs"]["reference_ready"]
+            and s)
+        assert sides["inputs"]["warning"].startswith("the reference has 100 rows: about 2.0% of "
+                                                     "clean values fall outside")
+        assert samples(gw.admin_url, "driftgate_monitor_decode_errors_total") == []
+    finally:
+        gw.stop()
+        model.stop()

@@ -184,3 +184,21 @@ def test_rows_with_differing_keys_cost_memory_linear_in_the_body():
     holes = orjson.dumps({"instances": [{"a": 1, "b": 2}, {"a": 3}, {"b": 4, "c": 5}]})
     assert decode_request("kserve-v1", holes) == {"a": [1, 3, None], "b": [2, None, 4],
                                                   "c": [None, None, 5]}
+
+
+def test_configured_names_apply_to_several_tensors_in_order():
+    """One [N,4] tensor plus a BYTES `plan` came out x_0..x_3, plan: the configured names
+    never applied. They apply by position (by tensor, then by column) when they count as
+    many as the columns; tensors the client named keep their names."""
+    body = orjson.dumps({"inputs": [
+        {"name": "x", "shape": [2, 4], "datatype": "FP64", "data": [1, 2, 3, 4, 5, 6, 7, 8]},
+        {"name": "plan", "shape": [2], "datatype": "BYTES", "data": ["basic", "premium"]}]})
+    names = ["tenure", "charges", "calls", "usage", "plan"]
+    assert decode_request("v2", body, features=names) == {
+        "tenure": [1, 5], "charges": [2, 6], "calls": [3, 7], "usage": [4, 8],
+        "plan": ["basic", "premium"]}
+    assert list(decode_request("v2", body, features=names[:2])) == ["x_0", "x_1", "x_2", "x_3",
+                                                                    "plan"]
+    named = orjson.dumps({"inputs": [{"name": "b", "shape": [1], "data": [1]},
+                                     {"name": "a", "shape": [1], "data": [2]}]})
+    assert decode_request("v2", named, features=["a", "b"]) == {"b": [1], "a": [2]}
