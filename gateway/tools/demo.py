@@ -39,7 +39,7 @@ SPLIT = ("[{{name: control, upstream: churn-v1, weight: 50}}, "
 DEMO_CONFIG = """
 server: {{host: 127.0.0.1, port: {port}}}
 admin: {{host: 127.0.0.1, port: {admin}}}
-logging: {{format: console, access_log: {{sample_rate: 0.002}}}}
+logging: {{level: warning, format: console, access_log: {{enabled: false}}}}
 state_dir: state
 upstreams:
   churn-v1: {{url: "http://127.0.0.1:{v1}"}}
@@ -169,7 +169,7 @@ async def print_summary(admin_url: str, traffic: Traffic) -> None:
 
 
 async def print_experiment(admin_url: str) -> None:
-    from gateway.tools.report import fetch_report, format_experiment
+    from gateway.tools.report import explain_test, fetch_report, format_experiment
 
     try:
         experiments = await asyncio.to_thread(fetch_report, admin_url)
@@ -180,6 +180,9 @@ async def print_experiment(admin_url: str) -> None:
           f"--admin {admin_url}) ---", flush=True)
     for exp in experiments:
         print(format_experiment(exp), flush=True)
+        accuracy = next((t for t in exp["tests"] if t["metric"] == "accuracy"), None)
+        if accuracy is not None:
+            print(f"  in words: {explain_test(exp, accuracy)}", flush=True)
     print(flush=True)
 
 
@@ -263,13 +266,25 @@ driftgate demo
 try:
   curl -s -X POST {url}/v1/models/churn:predict -d '{{"instances": [[12, 70.5, 2, 21.3, "basic"]]}}'
 sending {rate:g} requests/s of V1, V2 and MLflow traffic, monitored against a baseline;
+the access log is off and the gateway logs warnings only (logging: in a config);
 Ctrl-C stops everything
 """, flush=True)
 
 
+def demo_ports() -> tuple[dict[str, int], list[str]]:
+    """The usual ports where free, others where not, and a sentence for each one moved."""
+    wanted = {"gateway": 8080, "admin": 8090, "model v1": 9001, "model v2": 9002}
+    ports = {name: port_or_free(p) for name, p in wanted.items()}
+    moved = [f"port {wanted[name]} is taken: the {name} listens on {ports[name]} instead"
+             + (f" (point clients and locust --host at http://127.0.0.1:{ports[name]})"
+                if name == "gateway" else "")
+             for name in wanted if ports[name] != wanted[name]]
+    return ports, moved
+
+
 async def _demo(duration: float | None, rate: float) -> int:
-    v1, v2 = port_or_free(9001), port_or_free(9002)
-    port, admin = port_or_free(8080), port_or_free(8090)
+    ports, moved = demo_ports()
+    v1, v2, port, admin = ports["model v1"], ports["model v2"], ports["gateway"], ports["admin"]
     workdir = Path(tempfile.mkdtemp(prefix="driftgate-demo-"))
     write_baseline(workdir / "train.csv")
     demo_state: dict = {}
@@ -287,6 +302,8 @@ async def _demo(duration: float | None, rate: float) -> int:
         await gw.started.wait()
         url, admin_url = f"http://127.0.0.1:{gw.port}", f"http://127.0.0.1:{gw.admin_port}"
         print_banner(url, admin_url, (v1, v2, hook), rate)
+        for line in moved:
+            print(line, flush=True)
         traffic = Traffic(url, rate, stopping=lambda: gw.draining)
         tasks.append(asyncio.create_task(traffic.run()))
         first = min(6.0, duration) if duration else 6.0
@@ -320,7 +337,7 @@ async def _demo(duration: float | None, rate: float) -> int:
 
 
 def run_demo(duration: float | None = None, rate: float = 50.0) -> int:
-    configure_logging("info", "console")
+    configure_logging("warning", "console")  # the story below is the demo's own; logs: warnings
     try:
         import uvloop
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)

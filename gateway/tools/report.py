@@ -45,6 +45,45 @@ def format_experiment(exp: dict) -> str:
     return "\n".join(lines)
 
 
+_POINTS = ("error_rate", "accuracy", "conversion_rate", "auc")
+
+
+def _amount(metric: str, value: float) -> str:
+    if metric in _POINTS:
+        return f"{abs(value) * 100:.1f} points"
+    return f"{abs(value):.3g} ms" if metric == "latency" else f"{abs(value):.3g}"
+
+
+def explain_test(exp: dict, test: dict) -> str:
+    """One test's verdict as a sentence: which variant, which metric, the interval of the
+    difference (candidate minus control), and what the sequential test adds."""
+    control, candidate, metric = exp["control"], test["candidate"], test["metric"]
+    effect, (lo, hi) = test["effect"], test["ci95"]
+    scale = 100 if metric in _POINTS else 1
+    unit = " points" if metric in _POINTS else (" ms" if metric == "latency" else "")
+    interval = f"{lo * scale:+.1f} to {hi * scale:+.1f}{unit}"
+    p_value = test["p_value"]
+    p_text = "p<0.001" if p_value < 0.001 else f"p={p_value:.2g}"
+    direction = "higher" if effect > 0 else "lower"
+    if test["significant"]:
+        head = (f"{candidate} scores {_amount(metric, effect)} {direction} than {control} on "
+                f"{metric} ({candidate} is {'better' if test['better'] == 'candidate' else 'worse'}"
+                f"): the 95% interval of {candidate} minus {control} is {interval}, a real "
+                f"difference ({p_text})")
+    else:
+        head = (f"{candidate} and {control} do not differ on {metric} so far: the 95% interval "
+                f"of {candidate} minus {control} is {interval}, which includes 0 ({p_text})")
+    seq = test["sequential"]
+    seq_p = f"p={seq['p_value']:.2g}" if seq["p_value"] >= 0.001 else "p<0.001"
+    if seq["significant"]:
+        tail = (f"the sequential test, valid however often you look, agrees ({seq_p}): the "
+                f"experiment can stop")
+    else:
+        tail = (f"the sequential test, valid however often you look, is not yet sure ({seq_p}): "
+                f"keep the experiment running before acting on it")
+    return f"{head}; {tail}."
+
+
 def fetch_report(admin_url: str, route: str | None = None, timeout: float = 10.0) -> list[dict]:
     url = admin_url.rstrip("/") + ("/experiments" if route is None else f"/experiments/{route}")
     r = httpx.get(url, timeout=timeout)
