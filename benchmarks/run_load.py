@@ -109,7 +109,7 @@ async def run(args) -> str:
     try:
         await asyncio.gather(wait_port(v1), wait_port(v2))
         cfg = parse_config(DEMO_CONFIG.format(port=port, admin=admin, v1=v1, v2=v2, hook=hook)
-                           .replace("format: console", "format: json, level: warning"), "<load>")
+                           .replace("format: console", "format: json"), "<load>")
         gw = Gateway(cfg, workdir)
         serving = asyncio.create_task(gw.serve(install_signals=False))
         await gw.started.wait()
