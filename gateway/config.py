@@ -31,6 +31,7 @@ from gateway.config_errors import (
     duplicate_keys,
     explain,
     format_path,
+    from_union,
     render,
     yaml_syntax_error,
 )
@@ -576,21 +577,16 @@ def _validation_problems(exc: ValidationError, data: dict, unset: list[tuple]) -
     missing key dropped where a misspelled one stands beside it (its "did you mean" says it)."""
     out: dict[tuple, Problem] = {}
     for err in exc.errors():
+        union = any(from_union(part) for part in err["loc"])
         err = {**err, "loc": clean_location(tuple(err["loc"]), data)}
         problem = explain(err, GatewayConfig)
         if any(problem.path[:len(u)] == u for u in unset):
             continue
-        out.setdefault(problem.path, problem)
+        # a union's alternatives all fail at one spot: the first says it
+        out.setdefault((problem.path,) if union else (problem.path, problem.message), problem)
     problems = list(out.values())
-    misspelled = {(p.path[:-1], p.message) for p in problems if p.at_key}
-    return [p for p in problems if p.at_key or not any(
-        parent == p.path and f"(did you mean `{_required(p)}`?)" in message
-        for parent, message in misspelled)]
-
-
-def _required(p: Problem) -> str:
-    m = re.match(r"`([^`]+)` is required here", p.message)
-    return m.group(1) if m else "\0"
+    meant = {(p.path[:-1], p.suggests) for p in problems if p.suggests}
+    return [p for p in problems if p.missing is None or (p.path, p.missing) not in meant]
 
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> GatewayConfig:

@@ -31,16 +31,24 @@ class Problem:
     message: str               # what is wrong, in words, with the given value
     at_key: bool = False       # point at the key itself (unknown, duplicate) not its value
     spot: tuple[int, int, int] | None = None  # (line, column, width) when the path is ambiguous
+    missing: str | None = None     # the required key this problem is about, when it is absent
+    suggests: str | None = None    # the key an unknown key probably meant
+
+
+def nearest(word: object, choices) -> str | None:
+    """The choice closest to `word`, when one is close."""
+    if not isinstance(word, str):
+        return None
+    near = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    if not near:
+        near = [c for c in map(str, choices) if c.lower() == word.lower()]
+    return near[0] if near else None
 
 
 def did_you_mean(word: object, choices) -> str:
     """` (did you mean `x`?)` when a choice is close to `word`, else ``."""
-    if not isinstance(word, str):
-        return ""
-    near = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
-    if not near:
-        near = [c for c in map(str, choices) if c.lower() == word.lower()]
-    return f" (did you mean `{near[0]}`?)" if near else ""
+    near = nearest(word, choices)
+    return f" (did you mean `{near}`?)" if near else ""
 
 
 def show(value: object) -> str:
@@ -168,12 +176,13 @@ def explain(err: dict, root: type[BaseModel]) -> Problem:
     kind, given, ctx = err["type"], err.get("input"), err.get("ctx") or {}
     if kind == "missing":
         field = loc[-1]
-        return Problem(loc[:-1], f"`{field}` is required here" + _near_extra(err, field))
+        return Problem(loc[:-1], f"`{field}` is required here", missing=field)
     if kind == "extra_forbidden":
         allowed = keys_of(root, loc[:-1])
-        return Problem(loc, f"unknown key `{loc[-1]}`" + did_you_mean(loc[-1], allowed)
-                       + ("" if did_you_mean(loc[-1], allowed) or not allowed else
-                          f" (keys here: {', '.join(f'`{k}`' for k in allowed)})"), at_key=True)
+        near = nearest(loc[-1], allowed)
+        hint = f" (did you mean `{near}`?)" if near else (
+            f" (keys here: {', '.join(f'`{k}`' for k in allowed)})" if allowed else "")
+        return Problem(loc, f"unknown key `{loc[-1]}`{hint}", at_key=True, suggests=near)
     if kind == "literal_error":
         expected = ctx.get("expected", "")
         options = re.findall(r"'([^']*)'", expected)
@@ -195,15 +204,6 @@ def explain(err: dict, root: type[BaseModel]) -> Problem:
         return Problem(loc, f"expected {_KINDS[base]}{example}, got {show(given)}")
     message = err["msg"].removeprefix("Value error, ")
     return Problem(loc, re.sub(r" or instance of \w+", "", message))
-
-
-def _near_extra(err: dict, field: str) -> str:
-    given = err.get("input")
-    if isinstance(given, dict):
-        near = did_you_mean(field, [k for k in given if isinstance(k, str)])
-        if near:
-            return near.replace("did you mean", "is it")
-    return ""
 
 
 def keys_of(root: type[BaseModel], path: tuple) -> list[str]:
@@ -251,7 +251,8 @@ def _unwrap(tp: object, part: object) -> object:
 
 
 def clean_location(loc: tuple, data: object) -> tuple:
-    """pydantic puts union members into locations (`list[str]`); keep only real keys."""
+    """pydantic puts union members into locations (`list[str]`); keep only real keys (a
+    location that had any is one of a union's alternatives: see `from_union`)."""
     out: list = []
     current = data
     for part in loc:
@@ -261,7 +262,7 @@ def clean_location(loc: tuple, data: object) -> tuple:
         elif isinstance(current, list) and isinstance(part, int) and part < len(current):
             out.append(part)
             current = current[part]
-        elif isinstance(part, str) and ("[" in part or part[:1].isupper()):
+        elif from_union(part):
             continue  # a union member's name, not a key of the document
         else:
             out.append(part)
@@ -270,6 +271,11 @@ def clean_location(loc: tuple, data: object) -> tuple:
 
 
 # -- rendering -----------------------------------------------------------------------------------
+
+def from_union(part: object) -> bool:
+    """Whether a location part names a union's member (`list[str]`, `FeatureOverride`)."""
+    return isinstance(part, str) and ("[" in part or part[:1].isupper())
+
 
 def format_path(path: tuple) -> str:
     text = ""
