@@ -13,7 +13,7 @@ request at 64 connections; latency at 1 connection (added latency = proxy minus 
     python benchmarks/proxy_overhead.py [--seconds 8] [--payload small|large]
                                         [--out benchmarks/results/proxy_overhead.md]
 
-With --ref REF (a git ref), the gateway as it was at REF runs beside the working tree's
+With --ref REF (a git ref; repeatable), the gateway as it was at REF runs beside the working tree's
 (`driftgate@REF`, same config, same CPU), interleaved round by round: a change to the hot path
 is judged side by side, not against figures from another day.
 """
@@ -165,7 +165,8 @@ def main() -> int:
     parser.add_argument("--payload", choices=PAYLOADS, default="small",
                         help="small: 261-byte request (7 rows); large: ~30 KB (800 rows)")
     parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
-    parser.add_argument("--ref", help="also run the gateway as it was at this git ref")
+    parser.add_argument("--ref", action="append", default=[],
+                        help="also run the gateway as it was at this git ref (repeatable)")
     args = parser.parse_args()
     body, answer = PAYLOADS[args.payload]
 
@@ -182,9 +183,9 @@ def main() -> int:
             "aiohttp": lambda: uvicorn_process("benchmarks.aiohttp_proxy:app", model_port),
             "naive": lambda: uvicorn_process("benchmarks.naive_proxy:app", model_port),
         }
-        if args.ref:
-            old = checkout(args.ref, Path(stack.enter_context(tempfile.TemporaryDirectory())))
-            starters[f"driftgate@{args.ref}"] = lambda: gateway_process(model_port, True, old)
+        for ref in args.ref:
+            old = checkout(ref, Path(stack.enter_context(tempfile.TemporaryDirectory())))
+            starters[f"driftgate@{ref}"] = lambda old=old: gateway_process(model_port, True, old)
         for name, start in starters.items():
             if name not in args.skip:
                 proc, port = start()

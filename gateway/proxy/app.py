@@ -47,10 +47,10 @@ CLIENT_WATCH_AFTER = 0.05
 class _ClientWatch:
     """Cancels `task` when the client disconnects (see ProxyApp._send_watching_client)."""
 
-    __slots__ = ("receive", "task", "watcher", "client_gone")
+    __slots__ = ("receive", "task", "since", "watcher", "client_gone")
 
-    def __init__(self, receive, task: asyncio.Task) -> None:
-        self.receive, self.task = receive, task
+    def __init__(self, receive, task: asyncio.Task, since: float) -> None:
+        self.receive, self.task, self.since = receive, task, since
         self.watcher: asyncio.Task | None = None
         self.client_gone = False
 
@@ -172,6 +172,8 @@ class ProxyApp:
         self._error_log_state: dict[tuple[str, str], tuple[float, int]] = {}
         self._shadow_tasks: set[asyncio.Task] = set()  # bounded by each route's shadow cap
         self._feedback_pending = 0  # bytes of feedback bodies reserved (gateway.config)
+        self._awaiting: set[_ClientWatch] = set()  # exchanges waiting for upstream headers
+        self._sweeper: asyncio.Task | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -334,13 +336,15 @@ class ProxyApp:
 
     async def _send_watching_client(self, ex: Exchange, receive) -> UpstreamResponse:
         """`_send`, cancelled as soon as the client goes away: the upstream is freed then, not
-        after its read timeout. The watch starts only once an answer takes longer than
-        CLIENT_WATCH_AFTER (a timer costs ~1 us; a task per request would cost several), and
+        after its read timeout. Only answers slower than CLIENT_WATCH_AFTER get a watch, started
+        by one sweeper for all (a task or a timer per request would cost several us each), and
         only with the body in hand (a streamed body's reader owns `receive`)."""
         if not ex.body_in_hand:
             return await self._send(ex)
-        watch = _ClientWatch(receive, asyncio.current_task())
-        timer = asyncio.get_running_loop().call_later(CLIENT_WATCH_AFTER, watch.start)
+        watch = _ClientWatch(receive, asyncio.current_task(), ex.started)
+        self._awaiting.add(watch)
+        if self._sweeper is None:
+            self._sweeper = asyncio.ensure_future(self._sweep())
         try:
             return await self._send(ex)
         except asyncio.CancelledError:
@@ -349,8 +353,21 @@ class ProxyApp:
                 raise ClientDisconnected from None
             raise
         finally:
-            timer.cancel()
+            self._awaiting.discard(watch)
             watch.stop()
+
+    async def _sweep(self) -> None:
+        """Every CLIENT_WATCH_AFTER: watch the clients of the answers slower than that."""
+        while True:
+            await asyncio.sleep(CLIENT_WATCH_AFTER)
+            cutoff = time.perf_counter() - CLIENT_WATCH_AFTER
+            for watch in self._awaiting:
+                if watch.watcher is None and watch.since <= cutoff:
+                    watch.start()
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
 
     async def _send(self, ex: Exchange) -> UpstreamResponse:
         """The request to the pick's upstream, or to another variant when that one is down;

@@ -3,7 +3,8 @@
 uvicorn leaves these open, and each was shown to exhaust or fool the gateway:
 - a connection that sends partial headers forever (slowloris) was never closed: now a request's
   headers must all arrive within `server.header_timeout` of its first byte (or of the connection,
-  for the first request), else the connection is closed, as nginx's client_header_timeout;
+  for the first request), else the connection is closed, as nginx's client_header_timeout (one
+  timer per connection, re-armed lazily: a timer per request cost ~2 us);
 - connections at once are capped (`server.max_connections`): one more is reset at once, so a
   flood ends at the cap, not at the file-descriptor limit, and the rest keep being served;
 - the request line and headers are bounded in bytes and count (`server.max_header_bytes`,
@@ -49,13 +50,14 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._in_headers = True  # waiting for (the rest of) a request's headers
+        self._headers_since = self.loop.time()
         self._header_bytes = 0
-        self._header_count = 0
         self._header_timer: asyncio.TimerHandle | None = None
         if len(self.connections) > self.limits.max_connections:
             transport.abort()  # refused fast: the clients already here keep being served
             return
-        self._arm_header_timer()
+        self._header_timer = self.loop.call_later(self.limits.header_timeout,
+                                                  self._check_headers)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
@@ -87,44 +89,43 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_headers = True
-        self._header_count = 0
-        self._arm_header_timer()
+        self._headers_since = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
         if len(self.url) > self.limits.max_header_bytes:
             raise Refused(414, f"request line over {self.limits.max_header_bytes} bytes")
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_headers:
-            return  # a chunked trailer: never a header
-        self._header_count += 1
-        if self._header_count > self.limits.max_headers:
-            raise Refused(431, f"more than {self.limits.max_headers} request headers")
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
+        # counted here, not per header: their bytes are bounded already (data_received)
+        if len(self.headers) > self.limits.max_headers:
+            raise Refused(431, f"more than {self.limits.max_headers} request headers")
         self._in_headers = False
         self._header_bytes = 0
-        self._cancel_header_timer()
         super().on_headers_complete()
+        # uvicorn appends chunked trailers to this list, which is the request's scope["headers"]:
+        # a fresh one takes them instead, so a trailer never becomes a header
+        self.headers = []
 
     # -- helpers -----------------------------------------------------------------------------
-    def _arm_header_timer(self) -> None:
-        if self._header_timer is None:
-            self._header_timer = self.loop.call_later(self.limits.header_timeout,
-                                                      self._header_timeout)
+    def _check_headers(self) -> None:
+        """The connection's one timer: 408 for headers late by header_timeout, else re-armed
+        for when the headers being read (or the next request's) could be."""
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        timeout = self.limits.header_timeout
+        waited = self.loop.time() - self._headers_since
+        if self._in_headers and waited >= timeout:
+            self._refuse(408, f"request headers not complete within {timeout:g} s")
+            return
+        self._header_timer = self.loop.call_later(
+            timeout - waited if self._in_headers else timeout, self._check_headers)
 
     def _cancel_header_timer(self) -> None:
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
-
-    def _header_timeout(self) -> None:
-        self._header_timer = None
-        if self._in_headers and not self.transport.is_closing():
-            self._refuse(408, f"request headers not complete within "
-                              f"{self.limits.header_timeout:g} s")
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer `status` and close, unless an answer is already under way (then just close)."""

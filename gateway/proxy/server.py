@@ -155,6 +155,7 @@ class Gateway:
                 watcher.cancel()
             for task in self._retiring:
                 task.cancel()
+            self.proxy.close()
             await self.runtime.aclose()
             self.log.info("gateway stopped")
 
