@@ -315,6 +315,9 @@ class GatewayRuntime:
         if old.monitor is not None:
             await old.monitor.stop()  # flushes the queue, saves the state the new one loads
         if self.monitor is not None:
+            if old.monitor is not None:  # /monitoring and /metrics stay whole until its 1st round
+                self.monitor.snapshot = old.monitor.snapshot
+                self.monitor.metrics_text = old.monitor.metrics_text
             await self.monitor.start(wait=False)
 
     async def retire(self, successor: GatewayRuntime) -> None:

@@ -308,10 +308,16 @@ def test_a_reload_that_changes_monitoring_loses_no_capture_label_or_learned_row(
         path.write_text(text.replace("evaluate_every: 1s", "evaluate_every: 0.8s"))
         r = httpx.post(f"{gw.admin_url}/admin/reload", headers={"authorization": "Bearer t0k3n"})
         assert r.json()["reloaded"] is True, r.text
-        time.sleep(3.0)
         link = gw.gateway.runtime.monitor
+        deadline = time.monotonic() + 30  # the new process's first round (~1.5 s; a loaded
+        while time.monotonic() < deadline:  # machine takes longer)
+            time.sleep(0.5)
+            after = httpx.get(f"{gw.admin_url}/monitoring").json()["routes"]["churn"]["sides"]
+            if link._ready.is_set() and after["inputs"]["reference_rows"] > \
+                    before["inputs"]["reference_rows"]:
+                break
+        time.sleep(1.0)  # traffic on the new process too
         assert link._proc.pid != old_pid  # a new monitor process
-        after = httpx.get(f"{gw.admin_url}/monitoring").json()["routes"]["churn"]["sides"]
     finally:
         stop.set()
         worker.join()
