@@ -25,10 +25,8 @@ def _stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def cpu_seconds(pid: int, descendants: bool = True) -> float:
-    """User + system CPU of a process and (by default) all its descendants (nginx workers)."""
-    if not descendants:
-        return sum(int(v) for v in _stat(pid)[11:13]) / CLK_TCK
+def _children() -> dict[int, list[int]]:
+    """Every process's direct children, from /proc."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -36,6 +34,34 @@ def cpu_seconds(pid: int, descendants: bool = True) -> float:
                 children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
             except (OSError, IndexError):
                 continue
+    return children
+
+
+def monitor_pids(gateway_pid: int) -> list[int]:
+    """The monitor processes a `driftgate serve` process started (one, while it runs)."""
+    out = []
+    for child in _children().get(gateway_pid, []):
+        try:
+            if b"gateway.monitor.service" in Path(f"/proc/{child}/cmdline").read_bytes():
+                out.append(child)
+        except OSError:
+            continue
+    return out
+
+
+def status_kb(pid: int, field: str) -> int:
+    """A /proc/<pid>/status figure in kB (VmRSS, VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def cpu_seconds(pid: int, descendants: bool = True) -> float:
+    """User + system CPU of a process and (by default) all its descendants (nginx workers)."""
+    if not descendants:
+        return sum(int(v) for v in _stat(pid)[11:13]) / CLK_TCK
+    children = _children()
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import emit, machine_line  # noqa: E402
+from benchmarks.harness import emit, machine_line, monitor_pids, status_kb  # noqa: E402
 from benchmarks.run_load import gateway_view  # noqa: E402
 from gateway.tools.demo import (  # noqa: E402
     DEMO_CONFIG,
@@ -45,26 +44,7 @@ TOKEN = "soak"
 
 
 def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def monitor_pid(gateway_pid: int) -> int | None:
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == gateway_pid and \
-                b"gateway.monitor.service" in cmd:
-            return int(entry)
-    return None
+    return status_kb(pid, "VmRSS") / 1024
 
 
 def config_text(ports: dict[str, int], minute: int) -> str:
@@ -116,7 +96,7 @@ class Soak:
         async with httpx.AsyncClient(timeout=30) as client:
             while (elapsed := time.monotonic() - started) < minutes * 60:
                 await asyncio.sleep(10.0)
-                mon = monitor_pid(gateway.pid)
+                mon = next(iter(monitor_pids(gateway.pid)), None)
                 self.samples.append((elapsed, rss_mb(gateway.pid), rss_mb(mon) if mon else 0.0))
                 if elapsed // 60 > minute:
                     minute = int(elapsed // 60)

@@ -76,6 +76,14 @@ async def send_json(send, status: int, payload: dict, headers: list | None = Non
     return len(body)
 
 
+async def answer_json(send, rid: bytes, status: int, payload: dict, close: bool = False) -> None:
+    """The gateway's own JSON answer, its request id in the body and in X-Request-ID."""
+    payload["request_id"] = rid.decode()
+    headers = [(b"x-request-id", rid), (b"connection", b"close")] if close else \
+        [(b"x-request-id", rid)]
+    await send_json(send, status, payload, headers)
+
+
 # Request bodies up to this size are read whole before forwarding (like nginx's request
 # buffering): the upstream then never sees a body that turns out too large, and gets a
 # Content-Length. Larger bodies stream through as they arrive.
@@ -188,8 +196,7 @@ class ProxyApp:
         try:
             normal = normalize(raw)
         except UnsafePath as exc:
-            await send_json(send, 400, {"error": str(exc), "request_id": rid.decode()},
-                            [(b"x-request-id", rid)])
+            await answer_json(send, rid, 400, {"error": str(exc)})
             return
         path = scope["path"] if normal is raw else decoded(normal)
         if path == rt.feedback_path and scope["method"] == "POST":
@@ -198,15 +205,13 @@ class ProxyApp:
         route = rt.table.match(scope["method"], path)
         if route is None:
             rt.metrics.unrouted.inc()
-            await send_json(send, 404, {"error": "no route for this path", "path": path,
-                                        "request_id": rid.decode()}, [(b"x-request-id", rid)])
+            await answer_json(send, rid, 404, {"error": "no route for this path", "path": path})
             return
         variant = route.variants[0] if route.splitter is None else self._choose(route, scope)
         if variant is None:
-            await send_json(send, 400, {
+            await answer_json(send, rid, 400, {
                 "error": f"unknown variant in {route.override_header.decode()}",
-                "variants": route.splitter.names, "route": route.name,
-                "request_id": rid.decode()}, [(b"x-request-id", rid)])
+                "variants": route.splitter.names, "route": route.name})
             return
         ex = Exchange(rt, scope, fwd, route, variant, started)
         ex.path = path
@@ -315,11 +320,7 @@ class ProxyApp:
     async def _refuse(ex: Exchange, send, status: int, payload: dict, close: bool = False) -> None:
         """The gateway's own answer in place of the upstream's."""
         ex.status = status
-        rid = ex.fwd.request_id
-        payload["request_id"] = rid.decode()
-        headers = [(b"x-request-id", rid), (b"connection", b"close")] if close else \
-            [(b"x-request-id", rid)]
-        await send_json(send, status, payload, headers)
+        await answer_json(send, ex.fwd.request_id, status, payload, close)
 
     @staticmethod
     async def _read_body(ex: Exchange, receive) -> None:

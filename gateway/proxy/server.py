@@ -79,10 +79,9 @@ def client_limits(server: ServerConfig) -> ServerConfig:
     return server.model_copy(update={"max_connections": min(server.max_connections, cap)})
 
 
-def _uvicorn_config(app, cfg: GatewayConfig, keep_alive: float) -> uvicorn.Config:
+def _uvicorn_config(app, cfg: GatewayConfig, protocol: type, keep_alive: float) -> uvicorn.Config:
     return uvicorn.Config(
-        app, http=guarded_protocol(client_limits(cfg.server)), loop="none", lifespan="off",
-        access_log=False,
+        app, http=protocol, loop="none", lifespan="off", access_log=False,
         server_header=False, date_header=False, proxy_headers=False, log_config=None,
         timeout_keep_alive=int(max(1, keep_alive)), backlog=2048,
         timeout_graceful_shutdown=int(cfg.server.drain_timeout) or None)
@@ -104,8 +103,10 @@ class Gateway:
         self.proxy_socket = bind_socket(cfg.server.host, cfg.server.port, "server")
         self.admin_socket = bind_socket(cfg.admin.host, cfg.admin.port, "admin")
         self.proxy = ProxyApp(self.runtime)
-        self._proxy_server = _Server(_uvicorn_config(self.proxy, cfg, cfg.server.keep_alive))
-        self._admin_server = _Server(_uvicorn_config(build_admin_app(self), cfg, 5))
+        protocol = guarded_protocol(client_limits(cfg.server))  # both ports, one rlimit change
+        self._proxy_server = _Server(_uvicorn_config(self.proxy, cfg, protocol,
+                                                     cfg.server.keep_alive))
+        self._admin_server = _Server(_uvicorn_config(build_admin_app(self), cfg, protocol, 5))
         self.started = asyncio.Event()
 
     @property

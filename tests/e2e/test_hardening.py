@@ -15,28 +15,8 @@ import time
 import httpx
 import pytest
 
+from benchmarks.harness import monitor_pids, status_kb
 from tests.servers import ROOT, GatewayServer, LoopThread, free_port, gateway_yaml, wait_port
-
-
-def _status(pid: int, field: str) -> int:
-    """A /proc/<pid>/status figure in kB (VmRSS, VmHWM)."""
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry))
-    return out
 
 
 class GatewayProcess:
@@ -64,8 +44,7 @@ routes:
         self.admin_url = f"http://127.0.0.1:{self.admin}"
 
     def monitor_pid(self) -> int:
-        pids = [p for p in _children(self.proc.pid) if b"gateway.monitor.service"
-                in open(f"/proc/{p}/cmdline", "rb").read()]
+        pids = monitor_pids(self.proc.pid)
         assert len(pids) == 1, pids
         return pids[0]
 
@@ -102,14 +81,14 @@ def test_decode_bombs_are_proxied_counted_and_leave_the_monitor_small(gateway_pr
         time.sleep(2.0)  # the monitor takes its batches every 20 ms
         assert httpx.get(f"{gw.admin_url}/monitoring").json()["monitor_process"]["alive"]
     assert gw.monitor_pid() == monitor  # never restarted
-    assert _status(monitor, "VmHWM") < 600_000  # kB: numba and the state, not the bombs
+    assert status_kb(monitor, "VmHWM") < 600_000  # kB: numba and the state, not the bombs
 
 
 def test_a_feedback_flood_cannot_exhaust_the_proxy(gateway_process):
     """40 clients posting 8 MiB bodies at once once got the gateway OOM-killed: now bodies in
     the proxy's hands are bounded together (feedback.max_pending_bytes, 32 MiB)."""
     gw = gateway_process
-    before = _status(gw.proc.pid, "VmRSS")
+    before = status_kb(gw.proc.pid, "VmRSS")
     body = os.urandom((8 << 20) - 1024)
 
     async def flood() -> list[int]:
@@ -122,7 +101,7 @@ def test_a_feedback_flood_cannot_exhaust_the_proxy(gateway_process):
             return await asyncio.gather(*(one() for _ in range(40)))
 
     statuses = asyncio.run(flood())
-    peak = _status(gw.proc.pid, "VmHWM")
+    peak = status_kb(gw.proc.pid, "VmHWM")
     assert set(statuses) <= {400, 503, -1}, statuses  # random bytes: 400 once read
     assert statuses.count(503) + statuses.count(-1) >= 20  # most refused unread
     assert 400 in statuses
@@ -184,7 +163,7 @@ def test_header_limits_answer_and_close(gateway_process, request_bytes, status):
         answer = _answer(s)
     assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:200]
     assert httpx.get(f"{gw.url}/after").status_code == 200
-    assert _status(gw.proc.pid, "VmHWM") < 200_000  # kB: the 1 MiB header was never kept whole
+    assert status_kb(gw.proc.pid, "VmHWM") < 200_000  # kB: the 1 MiB header was never kept whole
 
 
 def test_trailers_never_become_headers(gateway_process):
