@@ -6,13 +6,20 @@ All arithmetic is on (features x bins) arrays: no Python loop per feature. The d
 numeric feature drifts when, with at least `min_samples` current values,
   - a key statistic (mean, std, median, p95) moved by >= `stat_threshold` (5%) of the reference
     value (of the reference std when the value is within one std of zero) AND the move exceeds
-    `z` standard errors of the difference, so sampling noise on small windows cannot cross it; or
+    z standard errors of the difference, so sampling noise on small windows cannot cross it; or
   - with at least `distance_min_samples` (1,000) current values: Wasserstein-1 / reference
-    std >= `distance_threshold` (0.1) AND the binned KS test rejects at `alpha`
-    Bonferroni-corrected over the numeric features.
-categorical feature drifts when (with `distance_min_samples` values) the Jensen-Shannon
-  distance (base 2) >= `distance_threshold` AND chi-squared rejects at `alpha`
-  Bonferroni-corrected over the categorical features.
+    std >= `distance_threshold` (0.1) AND the binned KS test rejects.
+categorical feature drifts when, with at least `min_samples` current values, a category's share
+  moved by >= `stat_threshold` (5 points) AND by more than z standard errors of the difference
+  of two proportions; or (with `distance_min_samples` values) the Jensen-Shannon distance
+  (base 2) >= `distance_threshold` AND chi-squared rejects. (A rise of unseen categories is the
+  integrity rule's, below.)
+Every test of one evaluation shares `alpha`, the chance that clean data flags anything at all:
+each of the T tests (five per numeric feature, one per category and one for the distance of a
+categorical one) is judged at alpha / T
+(Bonferroni), so z is 5.0 for 20 numeric features and grows slowly with more. A monitor judges
+this every few seconds all day: alpha is set for about one false flag per day's evaluations
+before the alert rules' persistence (see gateway.alerts.rules and benchmarks/false_alarms.py).
 data integrity is flagged when the share of values outside the expected range (unseen
   categories for categorical features) or the rise of the missing share exceeds its threshold
   (1 percentage point) with a `rate_z` one-sided Wilson bound.
@@ -38,8 +45,8 @@ KEY_STATISTICS = ("mean", "std", "median", "p95")
 class DriftConfig:
     stat_threshold: float = 0.05
     distance_threshold: float = 0.1
-    alpha: float = 0.05
-    z: float = 4.0
+    alpha: float = 5e-5             # per evaluation of all the features' tests (see above)
+    z: float | None = None          # None: from alpha and the number of tests
     outlier_threshold: float = 0.01
     missing_threshold: float = 0.01
     rate_z: float = 3.0
@@ -52,6 +59,12 @@ class DriftConfig:
     # identical rows "moved" at 4 sd). The std rule waits for this many values per unit of
     # (kurtosis - 1): 200 for a normal feature, ~6,000 for lognormal sigma 1.
     std_values_per_kurtosis: float = 100.0
+    # ... and the reference this many: its own std is uncertain by sqrt((kurtosis - 1) / 4n),
+    # at most 1.6% here, and a sample's kurtosis understates a heavy tail's two- or threefold:
+    # with less, a reference's own error passed for drift all day long (benchmarks/
+    # false_alarms.py: lognormal sigma 0.8, 10,000 rows, 500 per unit: 4 false alerts a day).
+    # A normal feature needs 2,000 reference rows; lognormal sigma 0.8 ~25,000.
+    std_reference_values_per_kurtosis: float = 1000.0
     psi_epsilon: float = 1e-4
 
 
@@ -190,6 +203,8 @@ class DriftReport:
     chi2: np.ndarray
     chi2_pvalue: np.ndarray
     statistics: dict[str, dict[str, np.ndarray]]
+    share_change: np.ndarray    # categorical: the largest move of a category's share (signed)
+    share_moved: np.ndarray
     stat_drift: np.ndarray
     distance_drift: np.ndarray
     drifted: np.ndarray
@@ -201,6 +216,7 @@ class DriftReport:
     outlier_flag: np.ndarray
     stat_threshold: np.ndarray
     outlier_threshold: np.ndarray
+    z: float
     ks_alpha: float
     chi2_alpha: float
     row_outlier_rate: float
@@ -217,6 +233,8 @@ class DriftReport:
 
     def reasons(self, i: int) -> list[str]:
         out = [f"{s} moved" for s in KEY_STATISTICS if self.statistics[s]["moved"][i]]
+        if self.share_moved[i]:
+            out.append("category shares moved")
         if self.distance_drift[i]:
             out.append("wasserstein" if self.kinds[i] != CATEGORICAL else "jensen_shannon")
         if self.outlier_flag[i]:
@@ -226,41 +244,55 @@ class DriftReport:
         return out
 
     def features(self) -> list[dict]:
+        """Per feature, every measure as JSON-ready values (None for not-a-number)."""
         cfg = self.config
+        # every array to a Python list once: per-element float() on numpy scalars dominated
+        # the evaluator's round (it builds this for /monitoring every few seconds)
+        col = {k: _nums(getattr(self, k)) for k in (
+            "psi", "js", "missing_rate", "missing_rate_reference", "outlier_rate",
+            "outlier_rate_reference", "outlier_threshold", "wasserstein", "ks", "ks_pvalue",
+            "chi2", "chi2_pvalue", "stat_threshold", "share_change")}
+        flags = {k: getattr(self, k).tolist() for k in (
+            "drifted", "missing_flag", "outlier_flag", "distance_drift", "share_moved")}
+        stats = {s: {k: _nums(v) if v.dtype.kind == "f" else v.tolist()
+                     for k, v in self.statistics[s].items()} for s in KEY_STATISTICS}
+        n_ref, n_cur = self.n_reference.astype(int).tolist(), self.n_current.astype(int).tolist()
         out = []
         for i, name in enumerate(self.names):
             numeric = self.kinds[i] != CATEGORICAL
             item = {
-                "feature": name, "kind": self.kinds[i], "drifted": bool(self.drifted[i]),
-                "integrity": bool(self.missing_flag[i] or self.outlier_flag[i]),
+                "feature": name, "kind": self.kinds[i], "drifted": flags["drifted"][i],
+                "integrity": flags["missing_flag"][i] or flags["outlier_flag"][i],
                 "reasons": self.reasons(i),
-                "n_reference": int(self.n_reference[i]), "n_current": int(self.n_current[i]),
-                "psi": _num(self.psi[i]),
-                "jensen_shannon": {"value": _num(self.js[i]), "threshold": cfg.distance_threshold,
-                                   "flagged": bool(self.distance_drift[i] and not numeric)},
-                "missing_rate": {"value": _num(self.missing_rate[i]),
-                                 "reference": _num(self.missing_rate_reference[i]),
+                "n_reference": n_ref[i], "n_current": n_cur[i],
+                "psi": col["psi"][i],
+                "jensen_shannon": {"value": col["js"][i], "threshold": cfg.distance_threshold,
+                                   "flagged": flags["distance_drift"][i] and not numeric},
+                "missing_rate": {"value": col["missing_rate"][i],
+                                 "reference": col["missing_rate_reference"][i],
                                  "threshold": cfg.missing_threshold,
-                                 "flagged": bool(self.missing_flag[i])},
-                "outlier_rate": {"value": _num(self.outlier_rate[i]),
-                                 "reference": _num(self.outlier_rate_reference[i]),
-                                 "threshold": _num(self.outlier_threshold[i]),
-                                 "flagged": bool(self.outlier_flag[i])},
+                                 "flagged": flags["missing_flag"][i]},
+                "outlier_rate": {"value": col["outlier_rate"][i],
+                                 "reference": col["outlier_rate_reference"][i],
+                                 "threshold": col["outlier_threshold"][i],
+                                 "flagged": flags["outlier_flag"][i]},
             }
             if numeric:
-                item["wasserstein"] = {"value": _num(self.wasserstein[i]),
+                item["wasserstein"] = {"value": col["wasserstein"][i],
                                        "threshold": cfg.distance_threshold,
-                                       "flagged": bool(self.distance_drift[i])}
-                item["ks"] = {"value": _num(self.ks[i]), "p_value": _num(self.ks_pvalue[i]),
+                                       "flagged": flags["distance_drift"][i]}
+                item["ks"] = {"value": col["ks"][i], "p_value": col["ks_pvalue"][i],
                               "alpha": self.ks_alpha}
                 item["statistics"] = {
-                    s: {k: (_num(v[i]) if v.dtype.kind == "f" else bool(v[i]))
-                        for k, v in self.statistics[s].items()} | {
-                        "threshold": _num(self.stat_threshold[i])}
+                    s: {k: v[i] for k, v in stats[s].items()} | {
+                        "threshold": col["stat_threshold"][i], "z": self.z}
                     for s in KEY_STATISTICS}
             else:
-                item["chi2"] = {"value": _num(self.chi2[i]), "p_value": _num(self.chi2_pvalue[i]),
+                item["chi2"] = {"value": col["chi2"][i], "p_value": col["chi2_pvalue"][i],
                                 "alpha": self.chi2_alpha}
+                item["share_change"] = {"value": col["share_change"][i],
+                                        "threshold": col["stat_threshold"][i], "z": self.z,
+                                        "flagged": flags["share_moved"][i]}
             out.append(item)
         return out
 
@@ -270,9 +302,8 @@ class DriftReport:
                 "config": asdict(self.config), "features": self.features()}
 
 
-def _num(v) -> float | None:
-    v = float(v)
-    return v if np.isfinite(v) else None
+def _nums(values: np.ndarray) -> list[float | None]:
+    return [v if v - v == 0.0 else None for v in values.astype(np.float64).tolist()]
 
 
 class _Binned(NamedTuple):
@@ -315,14 +346,18 @@ def evaluate(reference: StreamState, current: StreamState,
     chi_p = special.chdtrc(cmp[:, C_CHI2_DOF], chi_v)  # chi2.sf without scipy.stats' overhead
 
     stat_thr = np.where(np.isnan(schema.stat_thresholds), cfg.stat_threshold, schema.stat_thresholds)
-    statistics = _key_statistics(reference, current, binned, stat_thr, cfg)
-    stat_drift = np.zeros(len(is_cat), dtype=bool)
+    n_categories = np.where(is_cat, schema.bins_per_feature - 1, 0)
+    n_tests = max(int(numeric.sum()) * (len(KEY_STATISTICS) + 1)
+                  + int(is_cat.sum()) + int(n_categories.sum()), 1)
+    test_alpha = cfg.alpha / n_tests
+    z = cfg.z if cfg.z is not None else float(special.ndtri(1 - test_alpha / 2))
+    statistics = _key_statistics(reference, current, binned, stat_thr, cfg, z)
+    share_change, share_moved = _category_shares(binned, n_categories, stat_thr, z)
+    stat_drift = share_moved.copy()
     for s in statistics.values():
         stat_drift |= s["moved"]
 
-    n_numeric, n_cat = int(numeric.sum()), int(is_cat.sum())
-    ks_alpha = cfg.alpha / max(n_numeric, 1)
-    chi_alpha = cfg.alpha / max(n_cat, 1)
+    ks_alpha = chi_alpha = test_alpha
     distance_drift = (n_c >= cfg.distance_min_samples) & np.where(
         numeric, (w1 >= cfg.distance_threshold) & (ks_p < ks_alpha),
         (js_v >= cfg.distance_threshold) & (chi_p < chi_alpha))
@@ -332,7 +367,8 @@ def evaluate(reference: StreamState, current: StreamState,
         ks=np.where(numeric, ks_v, np.nan), ks_pvalue=np.where(numeric, ks_p, np.nan),
         chi2=np.where(is_cat, chi_v, np.nan), chi2_pvalue=np.where(is_cat, chi_p, np.nan),
         statistics=statistics, stat_drift=stat_drift, distance_drift=distance_drift,
-        drifted=stat_drift | distance_drift, stat_threshold=stat_thr,
+        share_change=share_change, share_moved=share_moved,
+        drifted=stat_drift | distance_drift, stat_threshold=stat_thr, z=z,
         ks_alpha=ks_alpha, chi2_alpha=chi_alpha, config=cfg,
         **_integrity(reference, current, binned, cfg))
 
@@ -352,7 +388,8 @@ def _reference_kurtosis(reference: StreamState, b: _Binned) -> np.ndarray:
 
 
 def _key_statistics(reference: StreamState, current: StreamState, b: _Binned,
-                    stat_thr: np.ndarray, cfg: DriftConfig) -> dict[str, dict[str, np.ndarray]]:
+                    stat_thr: np.ndarray, cfg: DriftConfig,
+                    z: float) -> dict[str, dict[str, np.ndarray]]:
     """Mean, std, median and p95 of each side with the standard error of their difference;
     `moved` where the change passes both the threshold and the sampling error."""
     numeric = ~reference.schema.is_categorical
@@ -386,12 +423,28 @@ def _key_statistics(reference: StreamState, current: StreamState, b: _Binned,
             diff = cur_s - ref_s
             change = diff / base
             moved = (numeric & b.enough & np.isfinite(change) & (np.abs(change) >= stat_thr)
-                     & (np.abs(diff) >= cfg.z * np.where(np.isnan(se), np.inf, se)))
+                     & (np.abs(diff) >= z * np.where(np.isnan(se), np.inf, se)))
             if name == "std":
                 moved &= b.n_c >= cfg.std_values_per_kurtosis * (kurt - 1)
+                moved &= b.n_r >= cfg.std_reference_values_per_kurtosis * (kurt - 1)
             statistics[name] = {"reference": ref_s, "current": cur_s, "change": change,
                                 "std_error": se, "moved": moved}
     return statistics
+
+
+def _category_shares(b: _Binned, n_categories: np.ndarray, stat_thr: np.ndarray,
+                     z: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per categorical feature: the largest move of a known category's share (signed; NaN for
+    numeric features) and whether some category moved by the threshold and by z standard
+    errors of a difference of two proportions."""
+    known = np.arange(b.p.shape[1])[None, :] < n_categories[:, None]  # not "(other)"
+    diff = np.where(known, b.q - b.p, 0.0)
+    n_r, n_c = np.maximum(b.n_r, 1)[:, None], np.maximum(b.n_c, 1)[:, None]
+    se = np.sqrt(b.p * (1 - b.p) / n_r + b.q * (1 - b.q) / n_c)
+    significant = known & (np.abs(diff) >= stat_thr[:, None]) & (np.abs(diff) >= z * se)
+    moved = (n_categories > 0) & b.enough & significant.any(axis=1)
+    largest = np.take_along_axis(diff, np.abs(diff).argmax(axis=1)[:, None], axis=1)[:, 0]
+    return np.where(n_categories > 0, largest, np.nan), moved
 
 
 def _integrity(reference: StreamState, current: StreamState, b: _Binned,
