@@ -380,11 +380,19 @@ class AlertRule(_Model):
     metric: str | None = None
     above: float | None = None
     below: float | None = None
-    for_: Duration = Field(0.0, alias="for")
+    # Fires once the condition has held this long: at the default 5 s, two evaluations in a
+    # row at the default cadence (one window's fluke does not page).
+    for_: Duration = Field(5.0, alias="for")
+    # Resolves once the condition has been off this long and the measures that tripped it
+    # are back within their thresholds (no flapping on a drift that persists).
+    keep_firing_for: Duration = 60.0
     severity: Literal["info", "warning", "error", "critical"] = "warning"
     sinks: list[str] | None = None          # None: every sink
     routes: list[str] | None = None         # None: every monitored route
+    # While firing, webhook / Slack / PagerDuty posts are repeated this often (Alertmanager
+    # gets the alert every minute, to keep it alive; it does its own repeating).
     repeat_interval: Duration = 300.0
+    runbook_url: str | None = None          # else alerts.runbook_url
 
     @model_validator(mode="after")
     def _metric(self) -> AlertRule:
@@ -398,6 +406,12 @@ class AlertRule(_Model):
 
 class AlertsConfig(_Model):
     evaluate_every: Duration = 5.0
+    # Where people reach the admin port (e.g. behind a proxy): alerts link to
+    # {external_url}/monitoring?route=..&variant=..&feature=..; default http://{admin host:port}
+    external_url: str | None = None
+    # Runbook link on every alert, formatted with {alert} {route} {variant} {feature}
+    # (e.g. "https://wiki.example.com/driftgate#{alert}"; docs/runbooks.md is a start).
+    runbook_url: str | None = None
     sinks: dict[str, SinkConfig] = {}
     rules: list[AlertRule] = []              # empty: the default rules, to every sink
 

@@ -103,9 +103,10 @@ def gateway_yaml(upstreams: dict[str, str], routes: list[tuple[str, str, str]], 
     return "\n".join(lines) + "\n" + extra
 
 
-def churn_monitor_yaml(model_url: str, state_dir: Path, alerts: str) -> str:
+def churn_monitor_yaml(model_url: str, state_dir: Path, alerts: str, monitor: str = "") -> str:
     """A gateway with one monitored KServe V1 route to the demo churn model (baseline
-    train.csv beside the config, every demo feature watched); `alerts` is the alerts block."""
+    train.csv beside the config, every demo feature watched); `alerts` is the alerts block,
+    `monitor` more keys of the route's monitor block (e.g. "window: 30s")."""
     from gateway.tools.demo_model import FEATURES
 
     return f"""
@@ -120,7 +121,7 @@ routes:
     match: {{path_prefix: /v1/models/churn}}
     upstream: churn-v1
     protocol: kserve-v1
-    monitor: {{baseline: train.csv, features: [{", ".join(FEATURES)}]}}
+    monitor: {{baseline: train.csv, features: [{", ".join(FEATURES)}]{", " + monitor if monitor else ""}}}
 alerts:
 {alerts}
 """

@@ -1,8 +1,14 @@
-"""Alert rules and their lifecycle: pending -> firing (repeated) -> resolved.
+"""Alert rules and their lifecycle: pending -> firing (re-sent) -> resolved.
 
-One alert per (route, variant, feature, rule). A condition must hold for the rule's `for:`
-before the alert fires; it is re-sent every `repeat_interval` while it holds, and resolved on
-the first evaluation that no longer sees it. Time is passed in, so tests need not wait.
+One alert per (route, variant, feature, rule) for its whole life: which measure tripped it, its
+value and threshold are what it says, not who it is. A condition must hold for the rule's `for:`
+(default 5 s: two evaluations at the default cadence, so one window's fluke does not page)
+before the alert fires. A firing alert resolves only when its condition has stayed off for
+`keep_firing_for` (default 60 s) *and* the measures that tripped it are back on the good side of
+their thresholds: the decision to fire asks for both a large effect and enough evidence, the
+decision to clear for the effect to be gone, so a resolved notification never reports a value
+past its threshold, and an alert does not flap on a drift that persists. Time is passed in, so
+tests need not wait.
 """
 
 from __future__ import annotations
@@ -25,6 +31,26 @@ def iso(ts: float) -> str:
 
 
 @dataclass
+class Measure:
+    """One measure of a condition as last seen: the larger of its windows' values (those with
+    enough data to measure it), which window that was, and its threshold."""
+
+    value: float | None
+    threshold: float | None
+    window: str
+    bad: str = "above"          # the side of the threshold that is bad: above (|value|) or below
+
+    @property
+    def settled(self) -> bool:
+        """Back on the good side of the threshold (or not measurable: no data)."""
+        if self.value is None or self.threshold is None:
+            return True
+        if self.bad == "below":
+            return self.value >= self.threshold
+        return abs(self.value) <= self.threshold
+
+
+@dataclass
 class Observation:
     """What the evaluator saw for one (route, variant, feature, rule) this round."""
 
@@ -33,11 +59,26 @@ class Observation:
     feature: str
     rule: AlertRule
     active: bool
-    metric: str
+    metric: str                 # the measure that shows the condition (or would)
     value: float | None
     threshold: float | None
     window: str
-    summary: str
+    subject: str                # "route/variant: feature 'x' feature drift"
+    measures: dict[str, Measure] = field(default_factory=dict)
+    bad: str = "above"
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.route, self.variant, self.feature, self.rule.name)
+
+    @property
+    def summary(self) -> str:
+        if self.threshold is None:
+            return self.subject
+        value = "n/a" if self.value is None else f"{self.value:.4g}"
+        bound = f"alert below {self.threshold:g}" if self.bad == "below" else \
+            f"threshold {self.threshold:g}"
+        return f"{self.subject}: {self.metric} = {value} ({bound}) over the last {self.window}"
 
 
 @dataclass
@@ -46,10 +87,12 @@ class Alert:
     rule: AlertRule
     pending_since: float
     fired_at: float | None = None
-    last_sent: float = 0.0
+    last_active: float = 0.0
+    tripped: dict[str, None] = field(default_factory=dict)  # measures seen active, in order
+    sent: dict[str, float] = field(default_factory=dict)    # sink name -> last post
     last: Observation | None = field(default=None, repr=False)
 
-    def payload(self, status: str, now: float) -> dict:
+    def payload(self, status: str, now: float, repeat: bool = False) -> dict:
         o = self.last
         assert o is not None
         out = {
@@ -57,6 +100,7 @@ class Alert:
             "route": o.route, "variant": o.variant, "feature": o.feature, "metric": o.metric,
             "value": o.value, "threshold": o.threshold, "window": o.window,
             "started_at": iso(self.fired_at or self.pending_since), "summary": o.summary,
+            "repeat": repeat,
         }
         if status == "resolved":
             out["ended_at"] = iso(now)
@@ -64,34 +108,50 @@ class Alert:
 
 
 class AlertBook:
-    """Active alerts; `observe` returns the notifications (status, alert) a round produces."""
+    """Active alerts. `observe` says what an observation changed:
+    "firing" (it fires now), "resolved", "active" (still firing), or None."""
 
     def __init__(self) -> None:
         self.alerts: dict[tuple[str, str, str, str], Alert] = {}
 
-    def observe(self, obs: Observation, now: float) -> list[tuple[str, Alert]]:
-        key = (obs.route, obs.variant, obs.feature, obs.rule.name)
-        alert = self.alerts.get(key)
-        if not obs.active:
+    def observe(self, obs: Observation, now: float) -> tuple[str, Alert] | None:
+        alert = self.alerts.get(obs.key)
+        if obs.active:
             if alert is None:
-                return []
-            del self.alerts[key]
-            if alert.fired_at is None:
-                return []  # was only pending
-            alert.last = obs if obs.value is not None else alert.last
-            return [("resolved", alert)]
-        if alert is None:
-            alert = self.alerts[key] = Alert(key, obs.rule, pending_since=now)
-        alert.last = obs
-        if alert.fired_at is None:
+                alert = self.alerts[obs.key] = Alert(obs.key, obs.rule, pending_since=now)
+            alert.last = obs
+            alert.last_active = now
+            alert.tripped[obs.metric] = None
+            if alert.fired_at is not None:
+                return "active", alert
             if now - alert.pending_since >= obs.rule.for_:
-                alert.fired_at = alert.last_sent = now
-                return [("firing", alert)]
-            return []
-        if now - alert.last_sent >= obs.rule.repeat_interval:
-            alert.last_sent = now
-            return [("firing", alert)]
-        return []
+                alert.fired_at = now
+                return "firing", alert
+            return None
+        if alert is None:
+            return None
+        if alert.fired_at is None:  # was only pending: one clear round ends it, silently
+            del self.alerts[obs.key]
+            return None
+        if now - alert.last_active < obs.rule.keep_firing_for or not self._settled(alert, obs):
+            return "active", alert
+        del self.alerts[obs.key]
+        alert.last = self._clearing(alert, obs)
+        return "resolved", alert
+
+    @staticmethod
+    def _settled(alert: Alert, obs: Observation) -> bool:
+        return all(obs.measures[m].settled for m in alert.tripped if m in obs.measures)
+
+    @staticmethod
+    def _clearing(alert: Alert, obs: Observation) -> Observation:
+        """The clearing observation, reporting the measure that tripped the alert last."""
+        metric = alert.last.metric if alert.last is not None else obs.metric
+        m = obs.measures.get(metric)
+        if m is None:
+            return obs
+        return Observation(obs.route, obs.variant, obs.feature, obs.rule, False, metric, m.value,
+                           m.threshold, m.window, obs.subject, obs.measures, m.bad)
 
     def firing(self) -> list[Alert]:
         return [a for a in self.alerts.values() if a.fired_at is not None]

@@ -3,19 +3,43 @@
 The evaluator never waits for a delivery: it hands notifications to `Dispatcher.submit()`,
 a bounded queue that one task on the monitor process's event loop drains with httpx, each post
 with a timeout and retries with backoff. Deliveries are counted by sink and outcome.
+
+Cadence while an alert fires, per sink (`Dispatcher.due`): Alertmanager gets it every
+ALERTMANAGER_RESEND seconds with `endsAt` four re-sends ahead, as Prometheus does (its
+`resolve_timeout` never ends a live alert; a gateway that dies lets it expire), and an explicit
+`endsAt` = now when it resolves. Webhook, Slack and PagerDuty (by its dedup key) get a repeat
+every rule's `repeat_interval`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from urllib.parse import urlencode
 
 import httpx
 
-from gateway.config import RetrainConfig, SinkConfig
+from gateway.alerts.rules import iso
+from gateway.config import AlertRule, RetrainConfig, SinkConfig
 from gateway.logs import get_logger
 
 QUEUE_SIZE = 1000
+ALERTMANAGER_RESEND = 60.0   # Prometheus' --rules.alert.resend-delay default
+VALID_RESENDS = 4            # endsAt = now + 4 re-send intervals, as Prometheus sets it
+
+DESCRIPTIONS = {
+    "drift": "The distribution of {what} '{feature}' on {route}/{variant} has moved away from "
+             "its reference by more than sampling noise explains.",
+    "prediction_drift": "The distribution of {what} '{feature}' on {route}/{variant} has moved "
+                        "away from its reference by more than sampling noise explains.",
+    "outliers": "More of {what} '{feature}' on {route}/{variant} falls outside the range seen in "
+                "its reference (or in unseen categories) than the threshold allows.",
+    "missing": "{what} '{feature}' on {route}/{variant} is missing more often than in its "
+               "reference.",
+    "metric": "{what} '{feature}' on {route}/{variant}: a measure is past the rule's threshold.",
+    "quality": "Model quality of {route}/{variant} from labelled feedback is past the rule's "
+               "threshold.",
+}
 
 
 def dedup_key(payload: dict) -> str:
@@ -23,7 +47,7 @@ def dedup_key(payload: dict) -> str:
     return "driftgate-" + hashlib.sha256(ident.encode()).hexdigest()[:32]
 
 
-def format_for(sink: SinkConfig, payload: dict, generator_url: str) -> tuple[str, object]:
+def format_for(sink: SinkConfig, payload: dict) -> tuple[str, object]:
     """(url, JSON body) of one notification in the sink's own format."""
     firing = payload["status"] == "firing"
     if sink.type == "slack":
@@ -41,17 +65,19 @@ def format_for(sink: SinkConfig, payload: dict, generator_url: str) -> tuple[str
                                "custom_details": payload}
         return sink.url or "https://events.pagerduty.com/v2/enqueue", body
     if sink.type == "alertmanager":
-        labels = {"alertname": payload["alert"], "severity": payload["severity"],
-                  "route": payload["route"], "variant": payload["variant"],
-                  "feature": payload["feature"], "metric": payload["metric"],
-                  "source": "driftgate"}
-        alert = {"labels": labels,
-                 "annotations": {"summary": payload["summary"],
-                                 "value": str(payload["value"]), "threshold": str(payload["threshold"]),
-                                 "window": payload["window"]},
-                 "startsAt": payload["started_at"], "generatorURL": generator_url}
-        if not firing:
-            alert["endsAt"] = payload["ended_at"]
+        # Identity: these labels only, the same for the alert's whole life; what it measured
+        # goes in annotations (a changing label would make Alertmanager see a new alert).
+        labels = {k: payload[src] for k, src in (
+            ("alertname", "alert"), ("route", "route"), ("variant", "variant"),
+            ("feature", "feature"), ("severity", "severity"))}
+        annotations = {"summary": payload["summary"], "description": payload["description"],
+                       "metric": payload["metric"], "value": str(payload["value"]),
+                       "threshold": str(payload["threshold"]), "window": payload["window"]}
+        if payload.get("runbook_url"):
+            annotations["runbook_url"] = payload["runbook_url"]
+        alert = {"labels": labels, "annotations": annotations,
+                 "startsAt": payload["started_at"], "generatorURL": payload["generator_url"],
+                 "endsAt": payload["valid_until"] if firing else payload["ended_at"]}
         return sink.url.rstrip("/") + "/api/v2/alerts", [alert]
     return sink.url, payload
 
@@ -62,10 +88,14 @@ def retrain_body(cfg: RetrainConfig, payload: dict) -> dict:
 
 
 class Dispatcher:
-    def __init__(self, sinks: dict[str, SinkConfig], metrics, generator_url: str) -> None:
+    def __init__(self, sinks: dict[str, SinkConfig], metrics, external_url: str,
+                 runbook_url: str | None = None, evaluate_every: float = 5.0) -> None:
         self.sinks = sinks
         self.metrics = metrics
-        self.generator_url = generator_url
+        self.external_url = external_url.rstrip("/")
+        self.runbook_url = runbook_url
+        # Alertmanager re-sends: at least once per evaluation, at most once a minute
+        self.resend = max(ALERTMANAGER_RESEND, evaluate_every)
         self.log = get_logger()
         self._queue: asyncio.Queue | None = None
         self._deliveries: set[asyncio.Task] = set()  # held: the loop keeps only weak refs
@@ -84,10 +114,34 @@ class Dispatcher:
             return
         self._enqueue((sink_name, url, body, headers, timeout, retries))
 
-    def notify(self, payload: dict, sink_names: list[str] | None) -> None:
-        for name in sink_names if sink_names is not None else list(self.sinks):
-            sink = self.sinks[name]
-            url, body = format_for(sink, payload, self.generator_url)
+    def due(self, rule: AlertRule, status: str, sent: dict[str, float], now: float) -> list[str]:
+        """The sinks to post to now: every one of the rule's for a new or resolved alert; for
+        one still firing, those whose re-send interval has passed (`sent`: sink -> last post)."""
+        names = rule.sinks if rule.sinks is not None else list(self.sinks)
+        if status != "active":
+            return names
+        return [n for n in names if n in self.sinks and now - sent.get(n, 0.0) >= (
+            self.resend if self.sinks[n].type == "alertmanager" else rule.repeat_interval)]
+
+    def enrich(self, payload: dict, rule: AlertRule, what: str, now: float) -> dict:
+        """Links, description and validity every sink's format reads."""
+        names = {k: payload[k] for k in ("alert", "route", "variant", "feature")}
+        query = urlencode({k: payload[k] for k in ("route", "variant", "feature")})
+        payload["generator_url"] = f"{self.external_url}/monitoring?{query}"
+        runbook = rule.runbook_url or self.runbook_url
+        payload["runbook_url"] = runbook.format(**names) if runbook else None
+        template = DESCRIPTIONS[rule.condition]
+        payload["description"] = (template.format(what=what, **names) + " "
+                                  + payload["summary"] + ".").strip()
+        payload["valid_until"] = iso(now + VALID_RESENDS * self.resend)
+        return payload
+
+    def notify(self, payload: dict, sink_names: list[str]) -> None:
+        for name in sink_names:
+            sink = self.sinks.get(name)
+            if sink is None:
+                continue
+            url, body = format_for(sink, payload)
             self.submit(name, url, body, sink.headers, sink.timeout, sink.retries)
 
     def notify_retrain(self, route: str, cfg: RetrainConfig, payload: dict) -> None:

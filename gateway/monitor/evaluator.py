@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gateway.alerts.rules import DEFAULT_RULES, AlertBook, Observation
+from gateway.alerts.rules import DEFAULT_RULES, AlertBook, Measure, Observation
 from gateway.config import AlertRule, GatewayConfig
 from gateway.experiments.book import RouteExperiment
 from gateway.logs import get_logger
@@ -21,7 +21,7 @@ from stats.layout import CATEGORICAL
 from stats.quality import sample_size, total_labels
 
 GAUGE_METRICS = ("psi", "jensen_shannon", "wasserstein", "ks", "mean_change", "std_change",
-                 "median_change", "p95_change", "drifted")
+                 "median_change", "p95_change", "share_change", "drifted")
 
 QUALITY_GAUGES = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "auc", "mae", "rmse",
                   "bias", "mean_reward", "labels")
@@ -30,7 +30,7 @@ QUALITY_GAUGES = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "au
 def _metric_values(report: DriftReport, i: int) -> dict[str, float]:
     values = {"psi": report.psi[i], "jensen_shannon": report.js[i],
               "wasserstein": report.wasserstein[i], "ks": report.ks[i],
-              "drifted": float(report.drifted[i]),
+              "share_change": report.share_change[i], "drifted": float(report.drifted[i]),
               "outlier_rate": report.outlier_rate[i], "missing_rate": report.missing_rate[i]}
     for stat in ("mean", "std", "median", "p95"):
         values[f"{stat}_change"] = report.statistics[stat]["change"][i]
@@ -53,6 +53,7 @@ class Evaluator:
         self.book = AlertBook()
         self.log = get_logger()
         self._snapshot: dict = {}
+        self._gauge_cache: dict[tuple[str, str, str, str, str], list] = {}
 
     def snapshot(self) -> dict:
         return self._snapshot
@@ -125,18 +126,28 @@ class Evaluator:
 
     def _publish(self, route: str, variant: str, side: str,
                  values_by_window: dict[str, list[dict[str, float]]], names: list[str]) -> None:
-        m = self.metrics
         for window, per_feature in values_by_window.items():
             for feature, values in zip(names, per_feature):
-                if side == "inputs":
-                    for metric in GAUGE_METRICS:
-                        m.feature_drift.labels(route, variant, feature, metric, window).set(values[metric])
-                    m.feature_outliers.labels(route, variant, feature, window).set(values["outlier_rate"])
-                    m.feature_missing.labels(route, variant, feature, window).set(values["missing_rate"])
-                else:
-                    for metric in GAUGE_METRICS:
-                        m.prediction_drift.labels(route, variant, feature, metric, window).set(
-                            values[metric])
+                for gauge, metric in self._gauges(route, variant, side, feature, window):
+                    gauge.set(values[metric])
+
+    def _gauges(self, route: str, variant: str, side: str, feature: str, window: str) -> list:
+        """(gauge child, measure) pairs of one feature x window, looked up once: labels() costs
+        more than set(), and a round sets hundreds (bounded: a route's features x windows)."""
+        key = (route, variant, side, feature, window)
+        pairs = self._gauge_cache.get(key)
+        if pairs is None:
+            m = self.metrics
+            family = m.feature_drift if side == "inputs" else m.prediction_drift
+            pairs = [(family.labels(route, variant, feature, metric, window), metric)
+                     for metric in GAUGE_METRICS]
+            if side == "inputs":
+                pairs.append((m.feature_outliers.labels(route, variant, feature, window),
+                              "outlier_rate"))
+                pairs.append((m.feature_missing.labels(route, variant, feature, window),
+                              "missing_rate"))
+            self._gauge_cache[key] = pairs
+        return pairs
 
     def _publish_quality(self, route: str, quality: dict[str, dict]) -> None:
         for variant, view in quality.items():
@@ -159,27 +170,39 @@ class Evaluator:
                     (rule.below is not None and value < rule.below)
                     or (rule.above is not None and value > rule.above))
                 threshold = rule.below if rule.below is not None else rule.above
-                side = "below" if rule.below is not None else "above"
-                summary = (f"{exp.name}/{variant}: {metric} = "
-                           f"{'n/a' if value is None else f'{value:.4g}'} ({side} {threshold:g}) "
-                           f"over the last {fb.window:g}s of feedback")
+                bad = "below" if rule.below is not None else "above"
+                window = f"{fb.window:g}s of feedback"
+                measure = Measure(value if enough else None, threshold, window, bad)
                 obs = Observation(exp.name, variant, metric, rule, active, metric, value, threshold,
-                                  f"{fb.window:g}s", summary)
+                                  window, f"{exp.name}/{variant}: model quality",
+                                  {metric: measure}, bad)
                 self._notify(exp.name, rule, obs, now, retrain=None)
 
     def _notify(self, route: str, rule: AlertRule, obs: Observation, now: float,
-                retrain) -> None:
-        for status, alert in self.book.observe(obs, now):
-            payload = alert.payload(status, now)
+                retrain, what: str = "feature") -> None:
+        change = self.book.observe(obs, now)
+        if change is None:
+            return
+        status, alert = change
+        if status != "active":
             self.metrics.alerts_total(route, rule.name, status).inc()
-            self.log.info("alert", **{k: payload[k] for k in (
-                "status", "alert", "route", "variant", "feature", "metric", "value")})
-            if self.dispatcher is not None:
-                self.dispatcher.notify(payload, rule.sinks)
-                if (retrain is not None and status == "firing"
-                        and rule.condition in ("drift", "prediction_drift")
-                        and alert.last_sent == alert.fired_at):
-                    self.dispatcher.notify_retrain(route, retrain, payload)
+            self.log.info("alert", status=status, alert=rule.name, route=obs.route,
+                          variant=obs.variant, feature=obs.feature, metric=alert.last.metric,
+                          value=alert.last.value)
+        if self.dispatcher is None:
+            return
+        sinks = self.dispatcher.due(rule, status, alert.sent, now)
+        if not sinks and not (status == "firing" and retrain is not None):
+            return
+        payload = alert.payload("firing" if status == "active" else status, now,
+                                repeat=status == "active")
+        payload = self.dispatcher.enrich(payload, rule, what, now)
+        for name in sinks:
+            alert.sent[name] = now
+        self.dispatcher.notify(payload, sinks)
+        if (retrain is not None and status == "firing"
+                and rule.condition in ("drift", "prediction_drift")):
+            self.dispatcher.notify_retrain(route, retrain, payload)
 
     def _alerts(self, mon: RouteMonitor, side: str, variant: str,
                 reports: dict[str, DriftReport], values: dict[str, list[dict[str, float]]],
@@ -195,51 +218,66 @@ class Evaluator:
                 continue
             for i, feature in enumerate(long_r.names):
                 obs = self._observe(mon, side, variant, feature, i, rule, reports, values)
-                self._notify(mon.name, rule, obs, now, mon.cfg.retrain)
+                self._notify(mon.name, rule, obs, now, mon.cfg.retrain,
+                             "prediction" if side == "outputs" else "feature")
 
     def _observe(self, mon: RouteMonitor, side: str, variant: str, feature: str, i: int,
                  rule: AlertRule, reports: dict[str, DriftReport],
                  values_by_window: dict[str, list[dict[str, float]]]) -> Observation:
-        """Whether the rule's condition holds in either window, with the value that shows it."""
-        best = None
+        """Whether the rule's condition holds in either window, with the measure that shows it,
+        and each of the condition's measures at its largest over the windows that can measure
+        it (what clearing is judged on)."""
+        shown = None
+        measures: dict[str, Measure] = {}
         for window in ("short", "long"):
             r = reports[window]
-            values = values_by_window[window][i]
-            if rule.condition in ("drift", "prediction_drift"):
-                active = bool(r.drifted[i])
-                moved = [(abs(values[f"{s}_change"]), s) for s in ("mean", "std", "median", "p95")
-                         if r.statistics[s]["moved"][i]]
-                if moved:
-                    metric = f"{max(moved)[1]}_change"
-                    threshold = float(r.stat_threshold[i])
-                elif r.kinds[i] == CATEGORICAL:
-                    metric, threshold = "jensen_shannon", r.config.distance_threshold
-                else:
-                    metric, threshold = "wasserstein", r.config.distance_threshold
-            elif rule.condition == "outliers":
-                active, metric = bool(r.outlier_flag[i]), "outlier_rate"
-                threshold = float(r.outlier_threshold[i])
-            elif rule.condition == "missing":
-                active, metric = bool(r.missing_flag[i]), "missing_rate"
-                threshold = float(r.missing_rate_reference[i] + r.config.missing_threshold)
-            else:
-                metric, threshold = rule.metric or "", rule.above
-                v = values.get(metric, np.nan)
-                active = bool(np.isfinite(v) and threshold is not None and abs(v) > threshold
-                              and r.n_current[i] >= r.config.min_samples)
-            obs = Observation(mon.name, variant, feature, rule, active, metric,
-                              _finite(values.get(metric, np.nan)), threshold, window, "")
-            if active or best is None:
-                best = obs
-            if active:
-                break
-        assert best is not None
-        seconds = mon.cfg.short_window if best.window == "short" else mon.cfg.window
+            seconds = f"{mon.cfg.short_window if window == 'short' else mon.cfg.window:g}s"
+            active, metric, candidates = _condition(rule, r, i, values_by_window[window][i])
+            for name, (value, threshold, measurable) in candidates.items():
+                if not measurable or not np.isfinite(value):
+                    continue
+                known = measures.get(name)
+                if known is None or known.value is None or abs(value) > abs(known.value):
+                    measures[name] = Measure(float(value), threshold, seconds)
+            value, threshold, _ = candidates[metric]
+            if shown is None or (active and not shown[0]):
+                shown = (active, metric, _finite(value), threshold, seconds)
+        assert shown is not None
+        active, metric, value, threshold, seconds = shown
         what = "prediction" if side == "outputs" else "feature"
-        value = "n/a" if best.value is None else f"{best.value:.4g}"
-        best.window = f"{seconds:g}s"
-        best.summary = (f"{mon.name}/{variant}: {what} '{feature}' {rule.name.replace('_', ' ')}: "
-                        f"{best.metric} = {value} (threshold {best.threshold:g}) over the last "
-                        f"{seconds:g}s" if best.threshold is not None else
-                        f"{mon.name}/{variant}: {what} '{feature}' {rule.name}")
-        return best
+        subject = f"{mon.name}/{variant}: {what} '{feature}' {rule.name.replace('_', ' ')}"
+        return Observation(mon.name, variant, feature, rule, active, metric, value, threshold,
+                           seconds, subject, measures)
+
+
+def _condition(rule: AlertRule, r: DriftReport, i: int, values: dict[str, float]
+               ) -> tuple[bool, str, dict[str, tuple[float, float | None, bool]]]:
+    """(whether the rule's condition holds in this window's report, the measure that shows
+    it, {measure: (value, threshold, whether there is enough data to measure it)})."""
+    cfg = r.config
+    enough = bool(r.n_current[i] >= cfg.min_samples)
+    if rule.condition in ("drift", "prediction_drift"):
+        stat_thr = float(r.stat_threshold[i])
+        statistics = ("share",) if r.kinds[i] == CATEGORICAL else ("mean", "std", "median", "p95")
+        candidates = {f"{s}_change": (values[f"{s}_change"], stat_thr, enough) for s in statistics}
+        distance = "jensen_shannon" if r.kinds[i] == CATEGORICAL else "wasserstein"
+        candidates[distance] = (values[distance], cfg.distance_threshold,
+                                bool(r.n_current[i] >= cfg.distance_min_samples))
+        moved = [(abs(values[f"{s}_change"]), s) for s in statistics
+                 if (r.share_moved if s == "share" else r.statistics[s]["moved"])[i]]
+        metric = f"{max(moved)[1]}_change" if moved else distance
+        return bool(r.drifted[i]), metric, candidates
+    if rule.condition == "outliers":
+        threshold = float(r.outlier_threshold[i])
+        if r.kinds[i] == CATEGORICAL:  # the rise of unseen categories over the reference's
+            threshold += float(r.outlier_rate_reference[i])
+        return bool(r.outlier_flag[i]), "outlier_rate", {
+            "outlier_rate": (values["outlier_rate"], threshold, enough)}
+    if rule.condition == "missing":
+        threshold = float(r.missing_rate_reference[i] + cfg.missing_threshold)
+        return bool(r.missing_flag[i]), "missing_rate", {
+            "missing_rate": (values["missing_rate"], threshold, enough)}
+    metric, threshold = rule.metric or "", rule.above
+    v = values.get(metric, np.nan)
+    active = bool(np.isfinite(v) and threshold is not None and abs(v) > threshold and enough)
+    return active, metric, {metric: (v, threshold, enough)}

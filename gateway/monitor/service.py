@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,13 @@ from gateway.monitor.metrics import MonitorMetrics
 from gateway.state_files import load_or_set_aside
 
 
+def admin_url(host: str, port: int) -> str:
+    """How alerts link back to the admin port when `alerts.external_url` is not set."""
+    if host in ("", "0.0.0.0", "::"):  # a wildcard bind: name the machine instead
+        host = socket.gethostname()
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def build(cfg: GatewayConfig, config_dir: Path):
     state_dir = cfg.state_path(config_dir)
     metrics = MonitorMetrics()
@@ -52,8 +60,9 @@ def build(cfg: GatewayConfig, config_dir: Path):
                 for variant in rc.variant_names:
                     mon.model(side, variant)  # brings back persisted state now
             monitors[rc.name] = mon
-    admin = f"http://{cfg.admin.host}:{cfg.admin.port}/monitoring"
-    dispatcher = Dispatcher(cfg.alerts.sinks, metrics, admin)
+    external = cfg.alerts.external_url or admin_url(cfg.admin.host, cfg.admin.port)
+    dispatcher = Dispatcher(cfg.alerts.sinks, metrics, external, cfg.alerts.runbook_url,
+                            cfg.alerts.evaluate_every)
     unjoinable = [rc.name for rc in cfg.routes if rc.captures and rc.monitor is None]
     desk = FeedbackDesk(cfg.feedback, experiments, metrics, state_dir / "predictions.npz",
                         unjoinable) if cfg.feedback.enabled else None

@@ -61,6 +61,9 @@ class AdminApp:
                 "queue": {"waiting": len(self.rt.capture.items),
                           "capacity": self.rt.capture.size},
                 **(link.snapshot if link is not None else {})}
+        wanted = {k: request.query_params.get(k) for k in ("route", "variant", "feature")}
+        if any(wanted.values()):  # an alert's generatorURL: the view of its feature
+            body = narrow(body, **wanted)
         return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
                         media_type="application/json")
 
@@ -153,3 +156,28 @@ class AdminApp:
 
 def build_admin_app(gw: Steerable) -> Starlette:
     return AdminApp(gw).app()
+
+
+def narrow(body: dict, route: str | None, variant: str | None, feature: str | None) -> dict:
+    """/monitoring narrowed to one route, variant and/or feature (a copy; the rest as is)."""
+    def keep(name: str | None, wanted: str | None) -> bool:
+        return wanted is None or name == wanted
+
+    routes = {}
+    for rname, rview in body.get("routes", {}).items():
+        if not keep(rname, route):
+            continue
+        variants = {}
+        for vname, sides in rview.get("variants", {}).items():
+            if not keep(vname, variant):
+                continue
+            variants[vname] = {side: {**view,
+                                      "features": [f for f in view.get("features", [])
+                                                   if keep(f.get("feature"), feature)],
+                                      "histograms": {k: v for k, v in view.get("histograms", {}).items()
+                                                     if keep(k, feature)}}
+                               for side, view in sides.items()}
+        routes[rname] = {**rview, "variants": variants}
+    alerts = [a for a in body.get("alerts", []) if keep(a.get("route"), route)
+              and keep(a.get("variant"), variant) and keep(a.get("feature"), feature)]
+    return {**body, "routes": routes, "alerts": alerts}

@@ -101,13 +101,17 @@ def test_six_percent_shift_alerts_within_30s_then_resolves(stack):
         other = {b["feature"] for _, b in hook.received if b["status"] == "firing"}
         assert other <= {"monthly_charges"}, f"unshifted features alerted: {other}"
         traffic.scale = 1.0
-        end = time.time() + 60
+        end = time.time() + 120  # clear for keep_firing_for (60 s) after the short window
         resolved = None
         while time.time() < end and resolved is None:
             resolved = next((b for _, b in hook.received if b["status"] == "resolved"
                              and b["feature"] == "monthly_charges"), None)
             time.sleep(0.5)
         assert resolved is not None, "the alert did not resolve after the shift ended"
+        assert abs(resolved["value"]) <= resolved["threshold"], resolved  # the value that cleared it
+        firsts = [b["started_at"] for _, b in hook.received if b["status"] == "firing"
+                  and b["feature"] == "monthly_charges" and not b["repeat"]]
+        assert len(firsts) == 1, f"fired more than once for one shift: {hook.received}"
         assert traffic.errors == 0
         snapshot = httpx.get(f"{gw.admin_url}/monitoring").json()
         view = snapshot["routes"]["churn"]["variants"]["churn-v1"]["inputs"]
