@@ -155,3 +155,34 @@ class AlertBook:
 
     def firing(self) -> list[Alert]:
         return [a for a in self.alerts.values() if a.fired_at is not None]
+
+    # -- persistence: a restarted monitor (a crash, a reload) does not page again for alerts
+    # -- that were already firing, and still resolves them when they clear
+    def to_json(self) -> list[dict]:
+        out = []
+        for a in self.firing():
+            o = a.last
+            assert o is not None
+            out.append({"key": list(a.key), "pending_since": a.pending_since,
+                        "fired_at": a.fired_at, "last_active": a.last_active,
+                        "tripped": list(a.tripped), "sent": a.sent,
+                        "last": {"metric": o.metric, "value": o.value, "threshold": o.threshold,
+                                 "window": o.window, "subject": o.subject, "bad": o.bad}})
+        return out
+
+    def restore(self, items: list[dict], rules: dict[str, AlertRule]) -> int:
+        """Firing alerts saved by `to_json`; those of rules no longer configured are dropped
+        (nothing is sent for them). Returns how many came back."""
+        for item in items:
+            route, variant, feature, name = item["key"]
+            rule = rules.get(name)
+            if rule is None:
+                continue
+            last = item["last"]
+            obs = Observation(route, variant, feature, rule, True, last["metric"], last["value"],
+                              last["threshold"], last["window"], last["subject"], {}, last["bad"])
+            self.alerts[obs.key] = Alert(
+                obs.key, rule, float(item["pending_since"]), float(item["fired_at"]),
+                float(item["last_active"]), dict.fromkeys(item["tripped"]),
+                {k: float(v) for k, v in item["sent"].items()}, obs)
+        return len(self.alerts)

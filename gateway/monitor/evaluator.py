@@ -9,13 +9,17 @@ the short window from crying wolf on small samples. Results go to Prometheus gau
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import orjson
 
 from gateway.alerts.rules import DEFAULT_RULES, AlertBook, Measure, Observation
 from gateway.config import AlertRule, GatewayConfig
 from gateway.experiments.book import RouteExperiment
 from gateway.logs import get_logger
 from gateway.monitor.core import RouteMonitor, SideModel
+from gateway.state_files import write_atomic
 from stats import DriftReport, evaluate
 from stats.layout import CATEGORICAL
 from stats.quality import sample_size, total_labels
@@ -54,9 +58,22 @@ class Evaluator:
         self.log = get_logger()
         self._snapshot: dict = {}
         self._gauge_cache: dict[tuple[str, str, str, str, str], list] = {}
+        self.changed = False  # an alert fired or resolved since the last save
 
     def snapshot(self) -> dict:
         return self._snapshot
+
+    def save(self, path: Path) -> None:
+        """The firing alerts (`alerts.json` in state_dir), so a restart does not page again."""
+        write_atomic(path, orjson.dumps({"alerts": self.book.to_json()}))
+        self.changed = False
+
+    def load(self, path: Path) -> bool:
+        data = orjson.loads(path.read_bytes())
+        restored = self.book.restore(data["alerts"], {r.name: r for r in self.rules})
+        if restored:
+            self.log.info("firing alerts restored", alerts=restored)
+        return True
 
     def run(self, now: float) -> None:
         routes: dict = {}
@@ -185,6 +202,7 @@ class Evaluator:
             return
         status, alert = change
         if status != "active":
+            self.changed = True  # worth saving now: see gateway.monitor.service
             self.metrics.alerts_total(route, rule.name, status).inc()
             self.log.info("alert", status=status, alert=rule.name, route=obs.route,
                           variant=obs.variant, feature=obs.feature, metric=alert.last.metric,

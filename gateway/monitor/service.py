@@ -45,6 +45,10 @@ def admin_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def alerts_path(state_dir: Path) -> Path:
+    return state_dir / "alerts.json"
+
+
 def build(cfg: GatewayConfig, config_dir: Path):
     state_dir = cfg.state_path(config_dir)
     metrics = MonitorMetrics()
@@ -67,6 +71,7 @@ def build(cfg: GatewayConfig, config_dir: Path):
     desk = FeedbackDesk(cfg.feedback, experiments, metrics, state_dir / "predictions.npz",
                         unjoinable) if cfg.feedback.enabled else None
     evaluator = Evaluator(cfg, monitors, metrics, dispatcher, experiments)
+    load_or_set_aside(alerts_path(state_dir), lambda: evaluator.load(alerts_path(state_dir)))
     return MonitorCore(monitors, metrics, experiments, desk), evaluator, dispatcher, metrics
 
 
@@ -78,6 +83,7 @@ class MonitorService:
         self.out = out
         self.log = get_logger()
         self.core, self.evaluator, self.dispatcher, self.metrics = build(cfg, config_dir)
+        self.state_dir = cfg.state_path(config_dir)
         self.questions = {Question.FEEDBACK: self._feedback,
                           Question.EXPERIMENTS: self._experiments,
                           Question.RESET_EXPERIMENT: self._reset_experiment}
@@ -100,11 +106,14 @@ class MonitorService:
         ticker.cancel()
         self.core.persist()  # labels for answers given before a restart still find them
         self._evaluate(time.time())
+        self._save_alerts()
         await self.dispatcher.aclose()
         self.send(FromMonitor.STOPPED)
 
     def _evaluate(self, now: float) -> None:
         self.evaluator.run(now)
+        if self.evaluator.changed:  # an alert fired or resolved: a crash must not repeat it
+            self._save_alerts()
         self.send(FromMonitor.METRICS, generate_latest(self.metrics.registry))
         self.send(FromMonitor.SNAPSHOT, self.evaluator.snapshot())
 
@@ -118,8 +127,15 @@ class MonitorService:
                 if now >= next_persist:
                     next_persist = now + self.cfg.monitoring.persist_every
                     self.core.persist()
+                    self._save_alerts()
             except Exception:  # keep monitoring whatever one round hit
                 self.log.exception("evaluation failed")
+
+    def _save_alerts(self) -> None:
+        try:
+            self.evaluator.save(alerts_path(self.state_dir))
+        except OSError as exc:
+            self.log.warning("cannot save the firing alerts", error=str(exc))
 
     def _captures(self, columns: tuple) -> None:
         captures = captures_from_columns(columns)

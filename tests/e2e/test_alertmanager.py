@@ -157,7 +157,9 @@ receivers:
   sinks:
     am: {{type: alertmanager, url: "http://127.0.0.1:{am_port}"}}
     hook: {{type: webhook, url: "{direct_server.url}/hook"}}""", monitor="window: 30s")
-    gw = GatewayServer(cfg, config_dir=tmp_path)
+    config_file = tmp_path / "gateway.yaml"
+    config_file.write_text(cfg)
+    gw = GatewayServer(cfg, config_dir=tmp_path, config_path=config_file)
     traffic = None
     try:
         wait_port(am_port, 30)
@@ -170,6 +172,11 @@ receivers:
         while time.time() < deadline and not _am_notifications(hook, "usage_gb"):
             time.sleep(0.5)
         assert _am_notifications(hook, "usage_gb"), "no drift alert within 60 s"
+        # a reload that changes the alerts block starts a new monitor process: it takes over
+        # the firing alerts from state_dir and pages nobody again
+        config_file.write_text(cfg.replace('/hook"}', '/hook", timeout: 4}'))
+        reloaded = httpx.post(f"{gw.admin_url}/admin/reload").json()
+        assert reloaded["reloaded"], reloaded
         time.sleep(max(0.0, shift + 150 - time.time()))  # held for 2.5 x resolve_timeout
         during = _am_notifications(hook, "usage_gb")
         assert [s for _, s in during] == ["firing"], during

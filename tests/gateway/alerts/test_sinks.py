@@ -1,6 +1,7 @@
 """Alert lifecycle on an injected clock, and every sink format posted to real local servers."""
 
 import asyncio
+import json
 import time
 
 from gateway.alerts.rules import AlertBook, Measure, Observation, iso
@@ -162,3 +163,18 @@ def test_every_sink_format_delivered_with_retries():
     finally:
         for s in servers:
             s.stop()
+
+
+def test_firing_alerts_survive_a_restart_without_paging_again():
+    rule = AlertRule(name="drift", condition="drift", **{"for": 0}, keep_firing_for=10)
+    book = AlertBook()
+    assert book.observe(obs(rule, True, 0.2, "std_change"), 0)[0] == "firing"
+    saved = json.loads(json.dumps(book.to_json()))
+    again = AlertBook()
+    assert again.restore(saved, {"drift": rule}) == 1
+    status, alert = again.observe(obs(rule, True, 0.25, "std_change"), 30)
+    assert status == "active" and alert.payload("firing", 30)["started_at"] == iso(0)
+    status, alert = again.observe(obs(rule, False, 0.01, "std_change"), 45)
+    assert status == "resolved" and alert.payload(status, 45)["metric"] == "std_change"
+    # a rule removed from the config takes its alerts with it, silently
+    assert AlertBook().restore(saved, {}) == 0
