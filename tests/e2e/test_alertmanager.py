@@ -157,6 +157,7 @@ receivers:
   sinks:
     am: {{type: alertmanager, url: "http://127.0.0.1:{am_port}"}}
     hook: {{type: webhook, url: "{direct_server.url}/hook"}}""", monitor="window: 30s")
+    cfg = cfg.replace("admin: {port: ", "admin: {token: s3cret, port: ")
     config_file = tmp_path / "gateway.yaml"
     config_file.write_text(cfg)
     gw = GatewayServer(cfg, config_dir=tmp_path, config_path=config_file)
@@ -175,7 +176,8 @@ receivers:
         # a reload that changes the alerts block starts a new monitor process: it takes over
         # the firing alerts from state_dir and pages nobody again
         config_file.write_text(cfg.replace('/hook"}', '/hook", timeout: 4}'))
-        reloaded = httpx.post(f"{gw.admin_url}/admin/reload").json()
+        reloaded = httpx.post(f"{gw.admin_url}/admin/reload",
+                              headers={"authorization": "Bearer s3cret"}).json()
         assert reloaded["reloaded"], reloaded
         time.sleep(max(0.0, shift + 150 - time.time()))  # held for 2.5 x resolve_timeout
         during = _am_notifications(hook, "usage_gb")
