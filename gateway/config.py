@@ -76,6 +76,20 @@ class ServerConfig(_Model):
     # Request line and headers: bytes and count; beyond, 414 / 431 and the connection closed.
     max_header_bytes: int = Field(64 * 1024, ge=1024)
     max_headers: int = Field(100, ge=1)
+    # Proxy processes sharing the public port (gateway.workers); "auto": the CPUs this process
+    # may run on. One monitor process and one admin port serve them all.
+    workers: int | Literal["auto"] = 1
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= 256:
+            raise ValueError("workers is 1 to 256, or auto")
+        return v
+
+    @property
+    def worker_count(self) -> int:
+        return len(os.sched_getaffinity(0)) if self.workers == "auto" else int(self.workers)
 
 
 class AdminConfig(_Model):

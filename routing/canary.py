@@ -88,6 +88,38 @@ class Canary:
         if not ok:
             self.control_errors += 1
 
+    # -- several processes, one decision (gateway.workers): each worker records into its own
+    # -- Canary and hands its counts over; one Canary sums them, decides, and the workers follow
+    def take_tally(self) -> tuple:
+        """This step's counts since the last take, zeroed here: (step, requests, errors,
+        latency buckets, control requests, control errors)."""
+        tally = (self.step, self.requests, self.errors, self.latency, self.control_requests,
+                 self.control_errors)
+        self.requests = self.errors = self.control_requests = self.control_errors = 0
+        self.latency = [0] * len(_BUCKETS_MS)
+        return tally
+
+    def add_tally(self, tally: tuple) -> None:
+        """Counts taken from another Canary; those of an earlier step are stale and ignored."""
+        step, requests, errors, latency, control_requests, control_errors = tally
+        if step != self.step or self.state != "stepping":
+            return
+        self.requests += requests
+        self.errors += errors
+        self.latency = [a + b for a, b in zip(self.latency, latency)]
+        self.control_requests += control_requests
+        self.control_errors += control_errors
+
+    def position(self) -> tuple[int, str, str]:
+        return self.step, self.state, self.reason
+
+    def follow(self, position: tuple[int, str, str], now: float) -> None:
+        """Take the deciding Canary's step and state (counts start over with a new step)."""
+        step, state, reason = position
+        if (step, state) != (self.step, self.state):
+            self._reset(now)
+        self.step, self.state, self.reason = step, state, reason
+
     def error_rate_gap(self) -> tuple[float, float, float]:
         """(candidate - control error rate, one-sided 95% lower and upper bounds)."""
         effect, se = proportion_gap(self.control_errors, max(self.control_requests, 1),

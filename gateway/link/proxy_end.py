@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import sys
+from collections import deque
 from pathlib import Path
 
 from gateway.config import GatewayConfig
@@ -45,6 +46,8 @@ class MonitorLink:
         self._spawned_at = 0.0
         self._restart_delay = 0.05
         self._next_token = 0
+        self._held: deque[tuple[int, bytes]] = deque()  # forwarded frames waiting for a start
+        self._held_count = 0
 
     @property
     def alive(self) -> bool:
@@ -127,6 +130,8 @@ class MonitorLink:
         """Ship the queue. While the process is (re)starting the captures wait in the queue
         (bounded: `monitoring.queue_size`, beyond which offers are dropped and counted); when
         the pipe is full they are dropped and counted here."""
+        if self._held and self._ready.is_set():
+            self._release_held()
         if not self.queue.items or not self._ready.is_set():
             return
         items = self.queue.drain()
@@ -136,6 +141,33 @@ class MonitorLink:
             self.queue.drop(len(items))
             return
         proc.stdin.write(frame(ToMonitor.CAPTURES, captures_to_columns(items)))
+
+    def forward(self, count: int, data: bytes) -> None:
+        """A worker's captures, already framed for the monitor (gateway.workers): written as
+        they are; while the process (re)starts they wait as queued captures do (bounded by
+        `monitoring.queue_size` captures), and are dropped and counted past that."""
+        if self._ready.is_set():
+            self._release_held()
+        if self._writable() and not self._held:
+            self._proc.stdin.write(data)
+            return
+        if self._ready.is_set() or self._held_count + count > self.queue.size:
+            self.queue.drop(count)
+            return
+        self._held.append((count, data))
+        self._held_count += count
+
+    def _release_held(self) -> None:
+        while self._held and self._writable():
+            count, data = self._held.popleft()
+            self._held_count -= count
+            self._proc.stdin.write(data)
+
+    def _writable(self) -> bool:
+        proc = self._proc
+        return (self._ready.is_set() and proc is not None and proc.returncode is None
+                and not proc.stdin.is_closing()
+                and proc.stdin.transport.get_write_buffer_size() <= MAX_BUFFER)
 
     async def ask(self, question: Question, data: object = None,
                   timeout: float = 10.0) -> tuple[int, dict]:

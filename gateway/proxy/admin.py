@@ -7,7 +7,7 @@ import hmac
 from typing import Protocol
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,6 +26,12 @@ class Steerable(Protocol):
 
     async def reload(self, source: str, who: str = "local") -> tuple[bool, str]: ...
 
+    def set_weights(self, route, weights: dict[str, float]) -> tuple[dict, dict]: ...
+
+    def exposition(self) -> bytes: ...
+
+    def describe_workers(self) -> list[dict]: ...
+
 
 class AdminApp:
     def __init__(self, gw: Steerable) -> None:
@@ -36,10 +42,7 @@ class AdminApp:
         return self.gw.runtime  # read per request: a reload swaps it
 
     async def metrics(self, request: Request) -> Response:
-        text = generate_latest(self.rt.metrics.registry)
-        if self.rt.monitor is not None:  # the monitor process's families, as of its last round
-            text += self.rt.monitor.metrics_text
-        return Response(text, media_type=CONTENT_TYPE_LATEST)
+        return Response(self.gw.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "alive", "version": gateway.__version__})
@@ -47,6 +50,9 @@ class AdminApp:
     async def readyz(self, request: Request) -> Response:
         if self.gw.draining:
             return JSONResponse({"status": "draining"}, status_code=503)
+        if not any(w["ready"] for w in self.gw.describe_workers()):
+            return JSONResponse({"status": "unready", "workers": "none serving the public port"},
+                                status_code=503)
         unready = self.rt.unready_routes()
         if unready:
             return JSONResponse({"status": "unready", "routes_without_upstream": unready},
@@ -110,6 +116,10 @@ class AdminApp:
     async def admin_routes(self, request: Request) -> Response:
         return JSONResponse({"routes": self.rt.describe_routes()})
 
+    async def admin_workers(self, request: Request) -> Response:
+        """The processes serving the public port (one without `server.workers`)."""
+        return JSONResponse({"workers": self.gw.describe_workers()})
+
     async def admin_reload(self, request: Request) -> Response:
         if (denied := self.authorize(request)) is not None:
             return denied
@@ -129,7 +139,7 @@ class AdminApp:
             weights = body["weights"]
             if not isinstance(weights, dict):
                 raise TypeError
-            before, after = rt.set_weights(route, weights)
+            before, after = self.gw.set_weights(route, weights)
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return JSONResponse({"error": 'body must be {"weights": {"variant": number, ...}}'},
                                 status_code=400)
@@ -149,6 +159,7 @@ class AdminApp:
             Route("/experiments/{route}", self.experiments),
             Route("/admin/experiments/{route}/reset", self.experiment_reset, methods=["POST"]),
             Route("/admin/routes", self.admin_routes),
+            Route("/admin/workers", self.admin_workers),
             Route("/admin/reload", self.admin_reload, methods=["POST"]),
             Route("/admin/routes/{route}/weights", self.admin_weights, methods=["PUT"]),
         ])

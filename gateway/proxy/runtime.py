@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,11 +72,19 @@ class Route:
 class GatewayRuntime:
     def __init__(self, cfg: GatewayConfig, metrics: GatewayMetrics | None = None,
                  config_dir: Path | None = None,
-                 previous: GatewayRuntime | None = None) -> None:
+                 previous: GatewayRuntime | None = None,
+                 link: Callable[[GatewayConfig, Path, CaptureQueue], MonitorLink] | None = None,
+                 decides_canary: bool = True) -> None:
         """`previous`: the runtime a reload replaces; unchanged upstreams keep their pools and
-        health state, and an unchanged monitoring setup keeps its monitor process."""
+        health state, and an unchanged monitoring setup keeps its monitor process.
+        In a worker process (gateway.workers) `link` relays monitoring through the supervisor
+        and the supervisor decides the canaries (`decides_canary` False: counts only)."""
         self.cfg = cfg
         self.previous = previous
+        self._link = link or MonitorLink
+        self.decides_canary = decides_canary
+        # called with a route whose canary moved (the supervisor tells its workers)
+        self.on_canary: Callable[[Route], None] | None = None
         self.metrics = metrics or GatewayMetrics()
         self.log = get_logger()
         self.config_dir = (config_dir or Path.cwd()).resolve()
@@ -142,6 +151,8 @@ class GatewayRuntime:
             if action is None:
                 continue
             self.apply_canary(route)
+            if self.on_canary is not None:
+                self.on_canary(route)
             if action == "rollback":
                 self.metrics.canary_rollbacks.labels(route.name).inc()
                 self.log.warning("canary rolled back", route=route.name, variant=canary.variant,
@@ -252,7 +263,7 @@ class GatewayRuntime:
             self.monitor_reused = True
         else:
             self.monitor_reused = False
-            self.monitor = MonitorLink(cfg, self.config_dir, self.capture) if self.monitored else None
+            self.monitor = self._link(cfg, self.config_dir, self.capture) if self.monitored else None
         # POST here goes to the monitor process; without one the path is routed like any other
         self.feedback_path = cfg.feedback.path if cfg.feedback.enabled and self.monitor else None
 
@@ -296,7 +307,7 @@ class GatewayRuntime:
         self._tasks = [asyncio.create_task(self._probe_loop()),
                        asyncio.create_task(self._flush_loop())]
         for rc, route in zip(self.cfg.routes, self.routes):
-            if route.canary is not None and rc.canary is not None:
+            if route.canary is not None and rc.canary is not None and self.decides_canary:
                 self._tasks.append(asyncio.create_task(
                     self._canary_loop(route, rc.canary.evaluate_every)))
         for name, u in self.cfg.upstreams.items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import os
 import resource
 import signal
 import socket
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 import uvicorn
+from prometheus_client import generate_latest
 
 import gateway
 from gateway.config import ConfigError, GatewayConfig, ServerConfig, load_config
@@ -38,10 +40,13 @@ class ListenError(OSError):
     """A listener that cannot be opened, with the address it was for."""
 
 
-def bind_socket(host: str, port: int, what: str = "server") -> socket.socket:
-    """A listening socket for `host:port`; ListenError names the address and the config key."""
+def bind_socket(host: str, port: int, what: str = "server",
+                reuseport: bool = False) -> socket.socket:
+    """A socket bound to `host:port` (uvicorn makes it listen); ListenError names the address
+    and the config key. `reuseport`: workers each bind the same port and the kernel spreads
+    connections over those listening (SO_REUSEPORT)."""
     try:
-        return _bind(host, port)
+        return _bind(host, port, reuseport)
     except OSError as exc:
         hint = " (another process has it: pick another port)" if exc.errno == errno.EADDRINUSE \
             else ""
@@ -49,12 +54,14 @@ def bind_socket(host: str, port: int, what: str = "server") -> socket.socket:
                           f"{exc.strerror or exc}{hint}") from exc
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, reuseport: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted sockets whose proto says
     # TCP; with proto 0 the response's second write waits out the client's delayed ACK (40 ms).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuseport:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted sockets
     sock.bind((host, port))
     sock.set_inheritable(True)
@@ -87,11 +94,35 @@ def _uvicorn_config(app, cfg: GatewayConfig, protocol: type, keep_alive: float) 
         timeout_graceful_shutdown=int(cfg.server.drain_timeout) or None)
 
 
-class Gateway:
-    """A gateway built from one config; `serve()` runs it until `stop()` or a signal."""
+class RuntimeHolder:
+    """What serves with a GatewayRuntime and swaps it on a reload: the single-process Gateway,
+    and each worker process (gateway.workers.worker)."""
+
+    runtime: GatewayRuntime
+    proxy: ProxyApp | None
+    _retiring: set[asyncio.Task]
+
+    async def _swap(self, runtime: GatewayRuntime) -> GatewayRuntime:
+        """Swap a started runtime in (one attribute: the next request sees it); the old one
+        hands over monitoring and retires once its requests had time to finish."""
+        old, self.runtime = self.runtime, runtime
+        if self.proxy is not None:
+            self.proxy.runtime = runtime
+        await runtime.take_over_monitoring(old)
+        task = asyncio.create_task(old.retire(runtime))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        return old
+
+
+class Gateway(RuntimeHolder):
+    """A gateway built from one config; `serve()` runs it until `stop()` or a signal.
+
+    `serve_proxy=False` (gateway.workers.supervisor): the admin port, the monitor process and
+    the config only; worker processes serve the public port."""
 
     def __init__(self, cfg: GatewayConfig, config_dir: Path | None = None,
-                 config_path: Path | None = None) -> None:
+                 config_path: Path | None = None, serve_proxy: bool = True) -> None:
         self.cfg = cfg
         self.config_path = config_path
         self.config_dir = config_dir or (config_path.parent if config_path else None)
@@ -100,12 +131,13 @@ class Gateway:
         self._retiring: set[asyncio.Task] = set()
         self.draining = False
         self.log = get_logger()
-        self.proxy_socket = bind_socket(cfg.server.host, cfg.server.port, "server")
+        self.proxy_socket = bind_socket(cfg.server.host, cfg.server.port, "server",
+                                        reuseport=not serve_proxy)
         self.admin_socket = bind_socket(cfg.admin.host, cfg.admin.port, "admin")
-        self.proxy = ProxyApp(self.runtime)
         protocol = guarded_protocol(client_limits(cfg.server))  # both ports, one rlimit change
+        self.proxy = ProxyApp(self.runtime) if serve_proxy else None
         self._proxy_server = _Server(_uvicorn_config(self.proxy, cfg, protocol,
-                                                     cfg.server.keep_alive))
+                                                     cfg.server.keep_alive)) if serve_proxy else None
         self._admin_server = _Server(_uvicorn_config(build_admin_app(self), cfg, protocol, 5))
         self.started = asyncio.Event()
 
@@ -116,6 +148,25 @@ class Gateway:
     @property
     def admin_port(self) -> int:
         return self.admin_socket.getsockname()[1]
+
+    def _next_runtime(self, cfg: GatewayConfig) -> GatewayRuntime:
+        """The runtime a reload builds from `cfg`, taking over from the current one."""
+        return GatewayRuntime(cfg, self.runtime.metrics, self.config_dir, previous=self.runtime)
+
+    def set_weights(self, route, weights: dict[str, float]) -> tuple[dict, dict]:
+        """A weights PUT: (shares before, after); ValueError naming what is wrong."""
+        return self.runtime.set_weights(route, weights)
+
+    def exposition(self) -> bytes:
+        """/metrics: the proxy's families, then the monitor process's as of its last round."""
+        text = generate_latest(self.runtime.metrics.registry)
+        if self.runtime.monitor is not None:
+            text += self.runtime.monitor.metrics_text
+        return text
+
+    def describe_workers(self) -> list[dict]:
+        return [{"worker": 0, "pid": os.getpid(), "ready": self.started.is_set(),
+                 "restarts": 0}]
 
     def stop(self, force: bool = False) -> None:
         if self.draining and force:
@@ -156,7 +207,8 @@ class Gateway:
                 watcher.cancel()
             for task in self._retiring:
                 task.cancel()
-            self.proxy.close()
+            if self.proxy is not None:
+                self.proxy.close()
             await self.runtime.aclose()
             self.log.info("gateway stopped")
 
@@ -179,18 +231,12 @@ class Gateway:
                     before.server.host, before.server.port, before.admin.host, before.admin.port):
                 self.log.warning("listen addresses changed in the config: restart to apply")
             try:
-                runtime = GatewayRuntime(cfg, self.runtime.metrics, self.config_dir,
-                                         previous=self.runtime)
+                runtime = self._next_runtime(cfg)
                 await runtime.start()
             except (ConfigError, OSError, ValueError) as exc:
                 self.log.error("config reload failed", source=source, error=str(exc))
                 return False, str(exc)
-            old, self.runtime = self.runtime, runtime
-            self.proxy.runtime = runtime  # one attribute swap: the next request sees it
-            await runtime.take_over_monitoring(old)
-            task = asyncio.create_task(old.retire(runtime))
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+            old = await self._swap(runtime)
             self.cfg = cfg
             self.log.info("audit", action="reload", source=source, who=who,
                           before=_summary(old), after=_summary(runtime))
@@ -231,15 +277,16 @@ def _summary(rt: GatewayRuntime) -> dict:
 
 
 def run(cfg: GatewayConfig, config_dir: Path | None = None,
-        config_path: Path | None = None) -> int:
-    """Serve until signalled, on uvloop where available. Returns the process exit code."""
+        config_path: Path | None = None, kind: type[Gateway] | None = None) -> int:
+    """Serve until signalled, on uvloop where available. Returns the process exit code.
+    `kind`: the Gateway class to run (gateway.workers.supervisor.Supervisor for workers)."""
     try:
         import uvloop
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     except ImportError:  # pragma: no cover - uvloop is a Linux dependency
         runner = asyncio.Runner()
     try:
-        gw = Gateway(cfg, config_dir, config_path)
+        gw = (kind or Gateway)(cfg, config_dir, config_path)
     except ListenError as exc:
         print(f"driftgate: {exc}", file=sys.stderr)
         return 1

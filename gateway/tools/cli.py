@@ -19,16 +19,28 @@ def _load(path: str) -> GatewayConfig | None:
         return None
 
 
+def _workers_arg(text: str) -> str:
+    if text != "auto" and not (text.isdigit() and 1 <= int(text) <= 256):
+        raise argparse.ArgumentTypeError("N (1 to 256) or auto")
+    return text
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.logs import configure_logging, get_logger
     from gateway.proxy.server import run
 
     if (cfg := _load(args.config)) is None:
         return 2
+    if args.workers is not None:  # the flag wins over server.workers
+        workers = "auto" if args.workers == "auto" else int(args.workers)
+        cfg = cfg.model_copy(update={"server": cfg.server.model_copy(update={"workers": workers})})
     configure_logging(cfg.logging.level, cfg.logging.format)
     get_logger().info("config loaded", file=str(args.config), upstreams=len(cfg.upstreams),
-                      routes=len(cfg.routes))
+                      routes=len(cfg.routes), workers=cfg.server.worker_count)
     path = Path(args.config).resolve()
+    if cfg.server.worker_count > 1:
+        from gateway.workers.supervisor import Supervisor
+        return run(cfg, path.parent, path, kind=Supervisor)
     return run(cfg, path.parent, path)
 
 
@@ -101,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the gateway")
     p.add_argument("--config", "-c", required=True, help="YAML config file")
+    p.add_argument("--workers", "-w", type=_workers_arg, default=None,
+                   help="proxy processes sharing the public port: N or auto (the CPUs this "
+                        "process may use); default: server.workers in the config, else 1")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("check-config", help="validate a config file without serving")
