@@ -103,3 +103,26 @@ def test_the_canary_gap_is_stats_two_proportion_difference():
         ref_effect, ref_se, _, _ = two_proportions(x_a, n_a, x_b, n_b)
         assert np.isclose(effect, ref_effect, rtol=0, atol=1e-15)
         assert np.isclose(se, ref_se, rtol=1e-12, atol=0)
+
+
+def test_workers_counts_summed_in_one_deciding_canary_that_they_then_follow():
+    """Two workers record; the supervisor's canary sums their tallies and decides once; the
+    workers follow, and a tally from the step before is not counted in the next one."""
+    slo = SLO(max_error_rate=0.05, max_p99_latency_ms=500, min_requests=100)
+    decider, w1, w2 = (Canary("v2", [10, 50, 100], 60, slo, now=0) for _ in range(3))
+    for worker, n in ((w1, 60), (w2, 60)):  # 120 in all: enough only together
+        for _ in range(n):
+            worker.record(True, 0.01)
+    stale = w1.take_tally()
+    decider.add_tally(stale)
+    assert decider.evaluate(61) is None  # 60 requests: not enough yet
+    decider.add_tally(w2.take_tally())
+    assert decider.evaluate(61) == "advance" and decider.percent == 50
+    for worker in (w1, w2):
+        worker.follow(decider.position(), 61)
+        assert worker.percent == 50 and worker.requests == 0
+    decider.add_tally(stale)  # late counts of step 0: ignored
+    assert decider.requests == 0
+    w1.record(False, 0.01)
+    decider.add_tally(w1.take_tally())
+    assert (decider.requests, decider.errors) == (1, 1)
