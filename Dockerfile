@@ -1,13 +1,15 @@
 # driftgate: the gateway as the entrypoint. Mount your config at /etc/driftgate/config.yaml
-# (bind server.host and admin.host to 0.0.0.0 inside a container); monitoring state goes to
-# /var/lib/driftgate (mount a volume there to keep learned references across restarts).
+# (bind server.host and admin.host to 0.0.0.0 inside a container: the built-in example does,
+# through DRIFTGATE_HOST); monitoring state goes to /var/lib/driftgate (mount a volume there to
+# keep learned references across restarts).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     NUMBA_CACHE_DIR=/tmp/numba-cache \
-    DRIFTGATE_STATE_DIR=/var/lib/driftgate
+    DRIFTGATE_STATE_DIR=/var/lib/driftgate \
+    DRIFTGATE_HOST=0.0.0.0
 
 WORKDIR /app
 COPY pyproject.toml README.md ./

@@ -90,6 +90,11 @@ def test_check_config_cli(tmp_path):
 def test_example_config_is_valid():
     cfg = load_config(ROOT / "config.example.yaml", env={})
     assert cfg.routes and cfg.upstreams
+    assert cfg.server.host == cfg.admin.host == "127.0.0.1"  # the demo and a laptop: local
+    # the image sets DRIFTGATE_HOST: reachable from outside its container
+    inside = load_config(ROOT / "config.example.yaml", env={"DRIFTGATE_HOST": "0.0.0.0"})
+    assert inside.server.host == inside.admin.host == "0.0.0.0"
+    assert "DRIFTGATE_HOST=0.0.0.0" in (ROOT / "Dockerfile").read_text()
 
 
 def test_check_config_finds_what_serve_would_refuse(tmp_path):
