@@ -63,20 +63,42 @@ def _family_draw(family: str, j: int) -> Callable[[np.random.Generator, int], np
         return lambda rng, n: rng.poisson(3.0 * k, n).astype(np.float64)
     if family == "categorical":  # as codes 0..4 in the schema's category order (a..e)
         return lambda rng, n: rng.choice(len(CATEGORIES), n, p=CATEGORY_SHARES).astype(np.float64)
+    if family == "correlated":  # normal features; f0 and f1 correlated +0.8 (see _rows)
+        return lambda rng, n: rng.normal(50.0 * k, 10.0, n)
     raise ValueError(f"unknown family {family!r}")
 
 
-FAMILIES = ("normal", "lognormal", "exponential", "uniform", "bimodal", "poisson", "categorical")
+FAMILIES = ("normal", "lognormal", "exponential", "uniform", "bimodal", "poisson", "categorical",
+            "correlated")
+CORRELATION = 0.8
+
+
+def _correlate(x: np.ndarray, rho: float) -> np.ndarray:
+    """f1 made to correlate `rho` with f0, both marginals unchanged (normal, same mean/sd)."""
+    z0 = (x[:, 0] - 50.0) / 10.0
+    z1 = (x[:, 1] - 55.0) / 10.0
+    x = x.copy()
+    x[:, 1] = 55.0 + 10.0 * (rho * z0 + np.sqrt(1 - rho * rho) * z1)
+    return x
 
 
 @dataclass
 class Drift:
-    """A change applied to feature 0's fresh values from the drift's start."""
+    """A change applied to feature 0's fresh values from the drift's start (`joint`: to the
+    whole row matrix); its alert is `rule` on `feature`."""
 
     name: str
     families: tuple[str, ...]
     apply: Callable[[np.random.Generator, np.ndarray, str], np.ndarray]
     rule: str
+    joint: bool = False
+    feature: str = "f0"
+
+    def transform(self, rng: np.random.Generator, x: np.ndarray, family: str) -> np.ndarray:
+        if self.joint:
+            return self.apply(rng, x, family)
+        x[:, 0] = self.apply(rng, x[:, 0], family)
+        return x
 
 
 def _shift_mean(rng, x, family):  # the mean moves by 6% of itself: a key statistic by >= 5%
@@ -99,6 +121,19 @@ def _missing(rng, x, family):  # 3% of values go missing
     out = x.copy()
     out[rng.random(len(x)) < 0.03] = np.nan
     return out
+
+
+def _flip_correlation(rng, x, family):  # f0 and f1: +0.8 becomes -0.8, marginals kept
+    return _correlate(_undo_correlation(x), -CORRELATION)
+
+
+def _undo_correlation(x):
+    """The independent f1 back from a correlated row matrix (as _rows made it)."""
+    z0 = (x[:, 0] - 50.0) / 10.0
+    z1 = ((x[:, 1] - 55.0) / 10.0 - CORRELATION * z0) / np.sqrt(1 - CORRELATION ** 2)
+    x = x.copy()
+    x[:, 1] = 55.0 + 10.0 * z1
+    return x
 
 
 def _category_shares(rng, x, family):  # 'a' takes 10 points from the others
@@ -125,6 +160,8 @@ DRIFTS = (
     Drift("2% outliers", NUMERIC, _outliers, "feature_outliers"),
     Drift("3% missing", FAMILIES, _missing, "feature_missing"),
     Drift("category share +10 pts", ("categorical",), _category_shares, "feature_drift"),
+    Drift("correlation +0.8 -> -0.8", ("correlated",), _flip_correlation, "joint_drift",
+          joint=True, feature="(joint)"),
 )
 
 
@@ -186,7 +223,8 @@ class Simulation:
         self.drift: tuple[Drift, float] | None = None
 
     def _rows(self, family: str, n: int) -> np.ndarray:
-        return np.column_stack([d(self.rng, n) for d in self.draws[family]])
+        x = np.column_stack([d(self.rng, n) for d in self.draws[family]])
+        return _correlate(x, CORRELATION) if family == "correlated" else x
 
     def run(self, seconds: float) -> None:
         """Feed and evaluate for `seconds` of simulated time."""
@@ -196,8 +234,8 @@ class Simulation:
             for family, mon in self.monitors.items():
                 x = self._rows(family, self.rows)
                 if self.drift is not None:
-                    x[:, 0] = self.drift[0].apply(self.rng, x[:, 0], family)
-                mon.model("inputs", "default").window("default").update_matrix(x, now=self.now)
+                    x = self.drift[0].transform(self.rng, x, family)
+                mon.model("inputs", "default").ingest("default", x, self.now)
             if self.now % self.every < 1.0:
                 self.evaluator.run(self.now)
 
@@ -257,7 +295,8 @@ def detection_delay(drift: Drift, family: str, rows: int, seed: int, extra_yaml:
         while sim.now - started < limit:
             sim.run(1.0)
             for p in sim.recorder.sent:
-                if p["status"] == "firing" and p["feature"] == "f0" and p["alert"] == drift.rule:
+                if p["status"] == "firing" and p["feature"] == drift.feature \
+                        and p["alert"] == drift.rule:
                     return sim.now - started
         return None
     finally:

@@ -186,6 +186,12 @@ class LearnConfig(_Model):
     per_variant: bool = False
 
 
+class JointConfig(_Model):
+    """Joint drift (stats.joint): numeric features seen together through fixed directions."""
+    enabled: bool = True                    # (needs 2+ numeric features and learned rows)
+    directions: int = Field(32, ge=2, le=256)
+
+
 class RetrainConfig(_Model):
     """Posted on a drift alert, e.g. to a GitHub repository_dispatch endpoint."""
     url: str
@@ -204,6 +210,11 @@ class FeedbackConfig(_Model):
     window: Duration = 1800.0               # quality gauges and rules look this far back
     slice: Duration = 30.0
     min_labels: int = Field(100, ge=1)      # quality rules stay quiet below this many labels
+    # Label-free estimates (stats.cbpe) of binary classifiers with P(class 1): rules on
+    # estimated_* wait for this many predictions in the window; probabilities are used as
+    # given until this many labelled predictions fit a calibration map.
+    min_rows: int = Field(200, ge=1)
+    calibration_labels: int = Field(1000, ge=10)
 
 
 class MonitorConfig(_Model):
@@ -223,6 +234,7 @@ class MonitorConfig(_Model):
     max_features: int = Field(256, ge=1, le=10_000)
     retrain: RetrainConfig | None = None
     feedback: FeedbackConfig = FeedbackConfig()
+    joint: JointConfig = JointConfig()
 
     @model_validator(mode="after")
     def _reference(self) -> MonitorConfig:
@@ -390,7 +402,8 @@ class AlertRule(_Model):
     # mean_change, std_change, median_change, p95_change, outlier_rate, missing_rate)
     # quality: a model-quality `metric` from feedback (accuracy, auc, f1_macro, mae, ...)
     # below `below` or above `above`, once the window holds `monitor.feedback.min_labels`
-    condition: Literal["drift", "outliers", "missing", "prediction_drift", "metric", "quality"]
+    condition: Literal["drift", "outliers", "missing", "prediction_drift", "joint_drift",
+                       "metric", "quality"]
     metric: str | None = None
     above: float | None = None
     below: float | None = None

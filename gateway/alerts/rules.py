@@ -23,6 +23,7 @@ DEFAULT_RULES = (
     AlertRule(name="feature_outliers", condition="outliers", severity="warning"),
     AlertRule(name="feature_missing", condition="missing", severity="warning"),
     AlertRule(name="prediction_drift", condition="prediction_drift", severity="warning"),
+    AlertRule(name="joint_drift", condition="joint_drift", severity="warning"),
 )
 
 
@@ -66,6 +67,7 @@ class Observation:
     subject: str                # "route/variant: feature 'x' feature drift"
     measures: dict[str, Measure] = field(default_factory=dict)
     bad: str = "above"
+    features: list[str] | None = None  # joint drift: the features moving together, most first
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -102,6 +104,8 @@ class Alert:
             "started_at": iso(self.fired_at or self.pending_since), "summary": o.summary,
             "repeat": repeat,
         }
+        if o.features is not None:
+            out["features"] = o.features
         if status == "resolved":
             out["ended_at"] = iso(now)
         return out

@@ -36,6 +36,9 @@ DESCRIPTIONS = {
                 "its reference (or in unseen categories) than the threshold allows.",
     "missing": "{what} '{feature}' on {route}/{variant} is missing more often than in its "
                "reference.",
+    "joint_drift": "The numeric inputs of {route}/{variant} move together differently from "
+                   "their reference (a correlation or a joint shape changed) while each may "
+                   "look unchanged alone.",
     "metric": "{what} '{feature}' on {route}/{variant}: a measure is past the rule's threshold.",
     "quality": "Model quality of {route}/{variant} from labelled feedback is past the rule's "
                "threshold.",

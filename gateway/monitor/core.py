@@ -25,8 +25,10 @@ from gateway.link.messages import Capture
 from gateway.logs import get_logger
 from gateway.monitor.codecs import DecodeError, decode_request, decode_response, decompress
 from gateway.state_files import load_or_set_aside, write_atomic
-from stats import SlidingWindow, StreamState, fit_baseline, load_states, save_states
+from stats import SlidingWindow, StreamState, fit_baseline, save_states
+from stats.joint import JointSpec, fit_joint_columns, joint_arrays, joint_from_arrays
 from stats.state import load_bundle
+from stats.table import to_batch
 
 # Rows that teach a reference for predictions when a baseline file covers only the inputs.
 OUTPUT_LEARN_ROWS = 1000
@@ -73,6 +75,11 @@ class SideModel:
         self.schema = None
         self.reference: StreamState | None = None
         self.windows: dict[str, SlidingWindow] = {}
+        # joint drift (inputs; stats.joint): its spec and reference, a window per variant
+        self.joint: JointSpec | None = None
+        self.joint_reference: StreamState | None = None
+        self.joint_windows: dict[str, SlidingWindow] = {}
+        self._joint_columns: list[int] = []
         self._buffer: list[dict[str, list]] = []
         self._buffered = 0
 
@@ -92,6 +99,34 @@ class SideModel:
     def set_reference(self, schema, reference: StreamState) -> None:
         self.schema, self.reference = schema, reference
         self.windows = {}
+        self.set_joint(None, None)
+
+    def set_joint(self, spec: JointSpec | None, reference: StreamState | None) -> None:
+        self.joint, self.joint_reference, self.joint_windows = spec, reference, {}
+        if spec is not None and self.schema is not None:
+            index = {name: j for j, name in enumerate(self.schema.names)}
+            self._joint_columns = [index[n] for n in spec.names]
+
+    def _fit_joint(self, columns: dict[str, list]) -> None:
+        """The joint reference from the same rows as the per-feature one (inputs only)."""
+        joint = self.cfg.joint
+        if self.side == "inputs" and joint.enabled and self.schema is not None:
+            fitted = fit_joint_columns(columns, self.schema, joint.directions)
+            if fitted is not None:
+                self.set_joint(*fitted)
+
+    def adopt_joint(self, arrays, source: str) -> None:
+        """The joint reference saved with a state or baseline file; one warning when the file
+        has none (saved before joint drift existed): joint drift stays off for this route."""
+        if self.side != "inputs" or not self.cfg.joint.enabled:
+            return
+        saved = joint_from_arrays(arrays)
+        if saved is None:
+            get_logger().warning("joint drift off for this route: its reference file has no "
+                                 "joint reference (rebuild it, or learn the reference again)",
+                                 route=self.route, file=source)
+            return
+        self.set_joint(*saved)
 
     def fit(self, columns: dict[str, list]) -> None:
         rows = max(map(len, columns.values()), default=0)
@@ -105,18 +140,41 @@ class SideModel:
             schema, reference = fit_baseline(columns, categorical=[
                 n for n, v in columns.items() if _looks_like_labels(v)])
         self.set_reference(schema, reference)
+        self._fit_joint(columns)
 
     def window(self, variant: str) -> SlidingWindow:
         w = self.windows.get(variant)
         if w is None:
-            slices = max(1, round(self.cfg.window / self.cfg.slice))
-            w = self.windows[variant] = SlidingWindow(self.schema, slices, self.cfg.slice,
-                                                      clock=time.time)
+            w = self.windows[variant] = self._new_window(self.schema)
         return w
 
-    def add(self, variant: str, columns: dict[str, list], rows: int, at: float) -> int:
-        """Rows into the window (or the learning buffer); returns the values dropped because
-        their names would have taken the learned schema past `max_features`."""
+    def joint_window(self, variant: str) -> SlidingWindow:
+        assert self.joint is not None
+        w = self.joint_windows.get(variant)
+        if w is None:
+            w = self.joint_windows[variant] = self._new_window(self.joint.schema)
+        return w
+
+    def _new_window(self, schema) -> SlidingWindow:
+        slices = max(1, round(self.cfg.window / self.cfg.slice))
+        return SlidingWindow(schema, slices, self.cfg.slice, clock=time.time)
+
+    def ingest(self, variant: str, data, at: float) -> int:
+        """Rows (columns, or a matrix laid out as the schema) into the variant's windows;
+        returns the rows joint drift had to skip."""
+        batch = to_batch(data, self.schema)
+        skipped = 0
+        if self.joint is not None and batch.matrix.shape[0]:
+            projected, skipped = self.joint.project(batch.matrix[:, self._joint_columns])
+            if projected.shape[0]:
+                self.joint_window(variant).update_matrix(np.ascontiguousarray(projected), now=at)
+        self.window(variant).update(batch, now=at)
+        return skipped
+
+    def add(self, variant: str, columns: dict[str, list], rows: int, at: float) -> tuple[int, int]:
+        """Rows into the window (or the learning buffer); returns (the values dropped because
+        their names would have taken the learned schema past `max_features`, the rows joint
+        drift skipped for a missing value)."""
         dropped = 0
         if self.reference is None:
             columns, dropped = self._admit(columns)
@@ -128,10 +186,10 @@ class SideModel:
                 n = self.learn_rows
                 self.fit({k: v[:n] for k, v in merged.items()})
                 if total > n:  # rows past the reference's share go to the window, not lost
-                    self.window(variant).update({k: v[n:] for k, v in merged.items()}, now=at)
-            return dropped
-        self.window(variant).update(columns, now=at)
-        return dropped
+                    return dropped, self.ingest(variant, {k: v[n:] for k, v in merged.items()},
+                                                 at)
+            return dropped, 0
+        return dropped, self.ingest(variant, columns, at)
 
     def _admit(self, columns: dict[str, list]) -> tuple[dict[str, list], int]:
         """While learning: the columns under names already seen or still room for."""
@@ -165,7 +223,35 @@ class SideModel:
             extra[f"variant{i}"] = np.array(variant)
             extra[f"steps{i}"] = steps
             states.update({f"v{i}.s{j}": st for j, st in enumerate(slots)})
+        if self.joint is not None and self.joint_reference is not None:
+            extra.update(self._joint_arrays())
         save_states(path, self.schema, states, extra)
+
+    def _joint_arrays(self) -> dict[str, np.ndarray]:
+        """The joint spec, reference and windows, as extra arrays of the side's npz."""
+        assert self.joint is not None and self.joint_reference is not None
+        out = joint_arrays(self.joint, self.joint_reference)
+        for i, (variant, window) in enumerate(self.joint_windows.items()):
+            steps, slots = window.snapshot()
+            out[f"joint_variant{i}"] = np.array(variant)
+            out[f"joint_steps{i}"] = steps
+            for j, st in enumerate(slots):
+                out.update(st.to_arrays(f"joint.v{i}.s{j}."))
+        return out
+
+    def _load_joint(self, extra: dict[str, np.ndarray], source: str) -> None:
+        self.adopt_joint(extra, source)
+        spec = self.joint
+        if spec is None:
+            return
+        i = 0
+        while f"joint_variant{i}" in extra:
+            window = self.joint_window(str(extra[f"joint_variant{i}"]))
+            slots = [StreamState.from_arrays(spec.schema, extra, f"joint.v{i}.s{j}.")
+                     for j in range(window.slices) if f"joint.v{i}.s{j}.moments" in extra]
+            if len(slots) == window.slices:
+                window.restore(extra[f"joint_steps{i}"], slots)
+            i += 1
 
     def load(self, path: Path) -> bool:
         if not path.exists():
@@ -180,6 +266,7 @@ class SideModel:
             if len(slots) == window.slices:
                 window.restore(extra[f"steps{i}"], slots)
             i += 1
+        self._load_joint(extra, str(path))
         return True
 
     def load_learning(self, path: Path) -> bool:
@@ -239,7 +326,7 @@ class RouteMonitor:
         if path is not None:
             columns = load_baseline_file(path)
             if columns is None:
-                self._baseline_reference = load_states(path)
+                self._baseline_reference = load_bundle(path)
                 known = self._baseline_reference[0].n_features
             else:
                 self.baseline_columns = columns
@@ -261,8 +348,9 @@ class RouteMonitor:
             load_or_set_aside(learning, lambda: m.load_learning(learning))
             if side == "inputs" and not m.gathering:
                 if self._baseline_reference is not None:
-                    schema, states = self._baseline_reference
+                    schema, states, extra = self._baseline_reference
                     m.set_reference(schema, next(iter(states.values())))
+                    m.adopt_joint(extra, str(self.cfg.baseline))
                 elif self.baseline_columns is not None:
                     m.fit(self.baseline_columns)
         return m
@@ -355,9 +443,11 @@ class MonitorCore:
             columns, rows = merge_columns(tables)
             if not rows:
                 continue
-            dropped = mon.model(side, variant).add(variant, columns, rows, newest)
+            dropped, skipped = mon.model(side, variant).add(variant, columns, rows, newest)
             if dropped:
                 self.metrics.monitor_dropped_features(mon.name, side).inc(dropped)
+            if skipped:
+                self.metrics.monitor_joint_skipped(mon.name).inc(skipped)
             self.metrics.monitor_rows(mon.name, variant, side).inc(rows)
         self.metrics.monitor_lag.set(max(0.0, time.time() - captures[0].at))
         return True

@@ -21,6 +21,7 @@ from gateway.logs import get_logger
 from gateway.monitor.core import RouteMonitor, SideModel
 from gateway.state_files import write_atomic
 from stats import DriftReport, evaluate
+from stats.joint import judge
 from stats.layout import CATEGORICAL
 from stats.quality import sample_size, total_labels
 
@@ -28,7 +29,8 @@ GAUGE_METRICS = ("psi", "jensen_shannon", "wasserstein", "ks", "mean_change", "s
                  "median_change", "p95_change", "share_change", "drifted")
 
 QUALITY_GAUGES = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "auc", "mae", "rmse",
-                  "bias", "mean_reward", "labels")
+                  "bias", "mean_reward", "labels", "estimated_accuracy", "estimated_precision",
+                  "estimated_recall", "estimated_auc", "realized_accuracy", "labelled_share")
 
 
 def _metric_values(report: DriftReport, i: int) -> dict[str, float]:
@@ -89,6 +91,8 @@ class Evaluator:
                     self.metrics.monitor_reference_rows(mon.name, side).set(model.reference.n_rows)
                     for variant, window in list(model.windows.items()):
                         view = self._judge(mon, side, model, variant, window, now)
+                        if model.joint is not None and variant in model.joint_windows:
+                            view["joint"] = self._judge_joint(mon, model, variant, now)
                         route_view["variants"].setdefault(variant, {})[side] = view
             routes[mon.name] = route_view
         for exp in self.experiments.values():
@@ -141,6 +145,43 @@ class Evaluator:
                 "integrity": sorted(set(long_r.integrity_features) | set(short_r.integrity_features)),
                 "features": features, "histograms": hist}
 
+    def _judge_joint(self, mon: RouteMonitor, model: SideModel, variant: str,
+                     now: float) -> dict:
+        """Joint drift of the inputs (stats.joint) in both windows: gauges, the joint_drift
+        rule, and the /monitoring view (score, threshold, drifted, features moving together)."""
+        window = model.joint_windows[variant]
+        short_slices = max(1, round(mon.cfg.short_window / mon.cfg.slice))
+        spec, reference = model.joint, model.joint_reference
+        assert spec is not None and reference is not None
+        verdicts = {w: judge(spec, evaluate(reference, state)) for w, state in (
+            ("short", window.state(now, last=short_slices)), ("long", window.state(now)))}
+        for w, v in verdicts.items():
+            for measure, value in (("score", v.score), ("threshold", v.threshold),
+                                   ("drifted", float(v.drifted))):
+                self.metrics.joint_drift.labels(mon.name, variant, measure, w).set(value)
+        seconds = {"short": mon.cfg.short_window, "long": mon.cfg.window}
+        shown = next((w for w in ("short", "long") if verdicts[w].drifted), None)
+        shown = shown or max(verdicts, key=lambda w: verdicts[w].score)
+        v = verdicts[shown]
+        for rule in self.rules:
+            if rule.condition != "joint_drift" or (rule.routes is not None
+                                                   and mon.name not in rule.routes):
+                continue
+            named = f" ({', '.join(v.top_features)} first)" if v.top_features else ""
+            measures = {"joint_score": Measure(max(x.score for x in verdicts.values()), 1.0,
+                                               f"{seconds[shown]:g}s")}
+            obs = Observation(mon.name, variant, "(joint)", rule, v.drifted, "joint_score",
+                              v.score, 1.0, f"{seconds[shown]:g}s",
+                              f"{mon.name}/{variant}: inputs drifting together{named}",
+                              measures, features=v.top_features)
+            self._notify(mon.name, rule, obs, now, mon.cfg.retrain, "features")
+        return {"score": v.score, "threshold": v.threshold, "drifted": v.drifted,
+                "features": v.top_features, "window": shown, "directions": spec.k,
+                "windows": {w: {"score": x.score, "drifted": x.drifted,
+                                "directions_drifted": x.directions_drifted,
+                                "rows": x.n_current, "features": x.top_features}
+                            for w, x in verdicts.items()}}
+
     def _publish(self, route: str, variant: str, side: str,
                  values_by_window: dict[str, list[dict[str, float]]], names: list[str]) -> None:
         for window, per_feature in values_by_window.items():
@@ -168,7 +209,8 @@ class Evaluator:
 
     def _publish_quality(self, route: str, quality: dict[str, dict]) -> None:
         for variant, view in quality.items():
-            values = {**view["metrics"], "labels": total_labels(view["counts"])}
+            values = {**view["metrics"], "labels": total_labels(view["counts"]),
+                      **view.get("estimated", {})}
             for metric in QUALITY_GAUGES:
                 if metric in values:
                     self.metrics.model_quality.labels(route, variant, metric).set(values[metric])
@@ -181,8 +223,13 @@ class Evaluator:
                 continue
             metric = rule.metric or ""
             for variant, view in quality.items():
-                value = view["metrics"].get(metric)
-                enough = sample_size(metric, view["counts"]) >= fb.min_labels
+                if metric.startswith("estimated_"):  # label-free: waits for predictions
+                    estimated = view.get("estimated", {})
+                    value = estimated.get(metric)
+                    enough = estimated.get("rows", 0) >= fb.min_rows
+                else:
+                    value = view["metrics"].get(metric)
+                    enough = sample_size(metric, view["counts"]) >= fb.min_labels
                 active = value is not None and enough and (
                     (rule.below is not None and value < rule.below)
                     or (rule.above is not None and value > rule.above))
@@ -231,7 +278,7 @@ class Evaluator:
                 continue
             applies = {"drift": side == "inputs", "outliers": side == "inputs",
                        "missing": side == "inputs", "prediction_drift": side == "outputs",
-                       "metric": True, "quality": False}[rule.condition]
+                       "metric": True, "quality": False, "joint_drift": False}[rule.condition]
             if not applies:
                 continue
             for i, feature in enumerate(long_r.names):

@@ -64,6 +64,13 @@ class MonitorMetrics:
         self.prediction_drift = Gauge(
             "driftgate_prediction_drift", "Drift measures of a model output against the reference.",
             ["route", "variant", "output", "metric", "window"], registry=r)
+        self.joint_drift = Gauge(
+            "driftgate_joint_drift", "Joint drift of a route's numeric inputs seen together "
+            "(stats.joint): score (largest measure-to-threshold ratio over the directions), "
+            "threshold, drifted.", ["route", "variant", "measure", "window"], registry=r)
+        self._joint_skipped = Counter(
+            "driftgate_monitor_joint_skipped_rows", "Rows left out of joint drift for a missing "
+            "numeric value.", ["route"], registry=r)
         self._alerts = Counter(
             "driftgate_alerts", "Alert notifications by rule and status (firing, resolved).",
             ["route", "rule", "status"], registry=r)
@@ -105,6 +112,9 @@ class MonitorMetrics:
 
     def monitor_rejected_rows(self, route: str, variant: str):
         return self._monitor_rejected.labels(route, variant)
+
+    def monitor_joint_skipped(self, route: str):
+        return self._child(self._joint_skipped, route)
 
     def monitor_dropped_features(self, route: str, side: str):
         return self._child(self._dropped_features, route, side)

@@ -68,6 +68,7 @@ def _cmd_baseline_build(args: argparse.Namespace) -> int:
     """A reference made offline: schema + reference state, loadable as `monitor.baseline`."""
     from gateway.baselines import load_baseline_file
     from stats import fit_baseline, save_states
+    from stats.joint import fit_joint_columns, joint_arrays
 
     source = Path(args.source)
     try:
@@ -79,7 +80,8 @@ def _cmd_baseline_build(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"driftgate: cannot build a baseline from {source}: {exc}", file=sys.stderr)
         return 2
-    save_states(args.out, schema, {"reference": reference})
+    joint = fit_joint_columns(columns, schema)  # joint drift's reference, from the same rows
+    save_states(args.out, schema, {"reference": reference}, joint_arrays(*joint) if joint else None)
     kinds = ", ".join(f"{f.name} ({f.kind})" for f in schema.features)
     print(f"{args.out}: {reference.n_rows} rows, {schema.n_features} features: {kinds}")
     return 0
