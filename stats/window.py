@@ -127,5 +127,12 @@ class VectorWindow(_SliceRing):
             self.data[slot] = 0.0
         return self.data[slot]
 
+    def slice_at(self, t: float) -> np.ndarray | None:
+        """The slice holding time `t` if it still does (not reused since, never claimed here:
+        for late additions, e.g. a label for an earlier prediction); else None."""
+        step = self._step(t)
+        slot = step % self.slices
+        return self.data[slot] if self.steps[slot] == step else None
+
     def total(self, now: float | None = None, last: int | None = None) -> np.ndarray:
         return self.data[self._live(now, last)].sum(axis=0)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from gateway.config import RouteConfig
+from stats import cbpe
 from stats.experiments import ExperimentLayout, compare, msprt_p_value, result
 from stats.quality import QualityLayout
 from stats.state import write_npz
@@ -38,6 +39,11 @@ class RouteExperiment:
         self.windows = {v: VectorWindow(self.layout.quality.size, slices,
                                         fb.slice if fb else 60.0, clock=time.time)
                         for v in self.variants}
+        # label-free estimates (stats.cbpe), by prediction time, and their calibration
+        self.estimates = {v: VectorWindow(cbpe.SIZE, slices, fb.slice if fb else 60.0,
+                                          clock=time.time) for v in self.variants}
+        self.calibration: dict[str, np.ndarray] = {}  # variant -> Platt (a, b)
+        self._to_calibrate: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         self.sequential: dict[tuple[str, str], float] = {}  # (metric, candidate) -> running min
         self.started_at = time.time()
         self.path = state_dir / f"{rc.name}.experiment.npz"
@@ -48,6 +54,9 @@ class RouteExperiment:
         for v in self.variants:
             self.tallies[v][:] = 0.0
             self.windows[v].data[:] = 0.0
+            self.estimates[v].data[:] = 0.0
+        self.calibration.clear()
+        self._to_calibrate.clear()
         self.sequential.clear()
         self.started_at = time.time()
 
@@ -57,13 +66,22 @@ class RouteExperiment:
         if tally is not None:
             self.layout.add_requests(tally, durations, errors)
 
+    def record_predictions(self, variant: str, at: float, scores: np.ndarray) -> None:
+        """Predictions with P(class 1), for the label-free estimates of their quality."""
+        window = self.estimates.get(variant)
+        if window is not None and self.feedback is not None:
+            cbpe.add_predictions(window.slice_for(at), scores)
+
     def record_labels(self, variant: str, kind: str, truth: np.ndarray, classes: np.ndarray,
-                      values: np.ndarray, scores: np.ndarray, now: float) -> None:
+                      values: np.ndarray, scores: np.ndarray, now: float,
+                      predicted_at: np.ndarray | None = None) -> None:
         """Labels joined to predictions: kind is label (classification), value (regression)
-        or reward (business outcome)."""
+        or reward (business outcome). `predicted_at`: when each prediction was made."""
         tally = self.tallies.get(variant)
         if tally is None:
             return
+        if kind == "label" and predicted_at is not None:
+            self._realized(variant, truth, classes, scores, predicted_at)
         q = self.layout.quality
         for target in (self.layout.quality_part(tally), self.windows[variant].slice_for(now)):
             if kind == "label":
@@ -73,14 +91,46 @@ class RouteExperiment:
             else:
                 q.add_reward(target, truth)
 
+    def _realized(self, variant: str, truth: np.ndarray, classes: np.ndarray,
+                  scores: np.ndarray, predicted_at: np.ndarray) -> None:
+        """Labels of probability-carrying predictions: the realized accuracy beside the
+        estimate (in the slice of their prediction time), and calibration data until fit."""
+        has_score = np.isfinite(scores)
+        if not has_score.any():
+            return
+        window = self.estimates[variant]
+        correct = truth[has_score] == classes[has_score]
+        for t in np.unique(predicted_at[has_score]):
+            target = window.slice_at(float(t))
+            if target is not None:
+                cbpe.add_outcomes(target, correct[predicted_at[has_score] == t])
+        if variant in self.calibration or self.feedback is None:
+            return
+        pending = self._to_calibrate.setdefault(variant, [])
+        pending.append((scores[has_score].astype(np.float64), truth[has_score] == 1))
+        if sum(len(x) for x, _ in pending) >= self.feedback.calibration_labels:
+            x = np.concatenate([a for a, _ in pending])
+            y = np.concatenate([b for _, b in pending])
+            self.calibration[variant] = cbpe.fit_calibration(x, y)
+            del self._to_calibrate[variant]
+
+    def estimated(self, now: float) -> dict[str, dict]:
+        """Per variant: the label-free estimates over the feedback window (stats.cbpe)."""
+        if self.feedback is None:
+            return {}
+        return {v: cbpe.estimate(w.total(now), self.feedback.threshold, self.calibration.get(v))
+                for v, w in self.estimates.items()}
+
     # -- reading --------------------------------------------------------------------------
     def quality(self, now: float) -> dict[str, dict]:
         """Per variant: quality metrics over the feedback window, and their sample sizes."""
         q = self.layout.quality
         out = {}
+        estimated = self.estimated(now)
         for v, w in self.windows.items():
             total = w.total(now)
-            out[v] = {"metrics": q.metrics(total), "counts": q.counts(total)}
+            out[v] = {"metrics": q.metrics(total), "counts": q.counts(total),
+                      "estimated": estimated.get(v, {})}
         return out
 
     def look(self) -> list[dict]:
@@ -108,6 +158,7 @@ class RouteExperiment:
         for name in self.variants:
             view = self.layout.summary(self.tallies[name])
             view["quality_window"] = window[name]["metrics"]
+            view["estimated_quality"] = window[name]["estimated"]
             variants[name] = view
         return {"route": self.name, "control": self.control, "since": self.started_at,
                 "variants": variants, "tests": tests}
@@ -121,6 +172,10 @@ class RouteExperiment:
                   "seq_values": np.array(list(self.sequential.values()) or [1.0])}
         for i, v in enumerate(self.variants):
             arrays[f"w{i}.data"], arrays[f"w{i}.steps"] = self.windows[v].data, self.windows[v].steps
+            e = self.estimates[v]
+            arrays[f"e{i}.data"], arrays[f"e{i}.steps"] = e.data, e.steps
+            if v in self.calibration:
+                arrays[f"c{i}.platt"] = self.calibration[v]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_npz(self.path, arrays)
 
@@ -138,6 +193,11 @@ class RouteExperiment:
                 w = self.windows[v]
                 if z[f"w{i}.data"].shape == w.data.shape:
                     w.data[:], w.steps[:] = z[f"w{i}.data"], z[f"w{i}.steps"]
+                e = self.estimates[v]
+                if f"e{i}.data" in z.files and z[f"e{i}.data"].shape == e.data.shape:
+                    e.data[:], e.steps[:] = z[f"e{i}.data"], z[f"e{i}.steps"]
+                if f"c{i}.platt" in z.files:
+                    self.calibration[v] = z[f"c{i}.platt"].copy()
             for key, value in zip(z["seq_keys"], z["seq_values"]):
                 if key:
                     metric, candidate = str(key).split("\t")

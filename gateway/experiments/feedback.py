@@ -136,6 +136,7 @@ class FeedbackDesk:
         if exp is None or exp.feedback is None or not rows:
             return
         klass, value, score = read_predictions(outputs, exp.feedback, rows)
+        exp.record_predictions(variant, at, score)
         self._pending.append((request_id, rows, at, self.store.group(route, variant),
                               klass, value, score))
 
@@ -180,7 +181,8 @@ class FeedbackDesk:
             st = self.store
             self.experiments[route].record_labels(variant, kind, np.asarray(truth, np.float64),
                                                   st.classes[s], st.values[s],
-                                                  st.scores[s].astype(np.float64), now)
+                                                  st.scores[s].astype(np.float64), now,
+                                                  predicted_at=st.times[s])
             self.metrics.feedback_labels(route, variant).inc(len(slots))
         if not batch:
             return results[0]
