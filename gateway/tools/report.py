@@ -32,6 +32,16 @@ def format_experiment(exp: dict) -> str:
             f"{_num(lat.get('p99'), '.2f'):>7} {labels:>7.0f} {_num(q.get('accuracy'), '.3f'):>8} "
             f"{_num(q.get('auc'), '.3f'):>6} {_num(q.get('mae'), '.3g'):>7} "
             f"{_num(q.get('mean_reward'), '.3g'):>7}")
+    for name, v in exp["variants"].items():
+        est = v.get("estimated_quality") or {}
+        if est.get("estimated_accuracy") is not None:
+            realized = est.get("realized_accuracy")
+            how = "calibrated" if est.get("calibrated") else "probabilities as given"
+            lines.append(
+                f"  {name}: estimated accuracy {est['estimated_accuracy']:.3f} over the last "
+                f"{est['rows']:.0f} predictions ({how}), "
+                f"realized {_num(realized, '.3f')} on the {est.get('labelled_share', 0):.0%} "
+                f"labelled so far")
     if len(exp["variants"]) < 2:
         lines.append("  one variant: nothing to compare (an experiment needs a route with "
                      "`variants`)")

@@ -37,3 +37,13 @@ def test_a_verdict_in_one_plain_sentence():
         "minus control is -1.0 to +1.8 points, which includes 0 (p=0.56); the sequential test, "
         "valid however often you look, is not yet sure (p=0.9): keep the experiment running "
         "before acting on it.")
+
+
+def test_estimated_quality_beside_the_realized_one():
+    v = {**_variant(900), "estimated_quality": {
+        "estimated_accuracy": 0.71234, "rows": 900.0, "calibrated": False,
+        "labelled_share": 0.25, "realized_accuracy": 0.7}}
+    text = format_experiment({"route": "churn", "control": "a", "variants": {"a": v},
+                              "tests": []})
+    assert ("  a: estimated accuracy 0.712 over the last 900 predictions (probabilities as "
+            "given), realized 0.700 on the 25% labelled so far") in text.splitlines()
