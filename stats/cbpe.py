@@ -25,7 +25,8 @@ _LABELLED, _CORRECT = 2 * BINS, 2 * BINS + 1
 
 
 def add_predictions(vector: np.ndarray, scores: np.ndarray) -> None:
-    """Predictions with P(class 1) (NaN ones are left out) into a slice vector."""
+    """Predictions with P(class 1) - or, multi-class, the probability of the predicted class -
+    into a slice vector (NaN ones are left out)."""
     scores = scores[np.isfinite(scores)]
     if scores.size == 0:
         return
@@ -113,6 +114,23 @@ def estimate(vector: np.ndarray, threshold: float,
     out["labelled_share"] = float(labelled / n)
     if labelled:
         out["realized_accuracy"] = float(vector[_CORRECT] / labelled)
+    return out
+
+
+def estimate_top(vector: np.ndarray, calibration: np.ndarray | None) -> dict[str, float]:
+    """Multi-class: the histogram holds each prediction's probability of its own class, so the
+    expected accuracy is their (calibrated) mean; realized accuracy and labelled share beside."""
+    counts, sums = vector[:BINS], vector[BINS:2 * BINS]
+    n = float(counts.sum())
+    if n == 0:
+        return {}
+    used = counts > 0
+    raw = np.where(used, sums / np.where(used, counts, 1.0), 0.0)
+    p = np.where(used, calibrate(raw, calibration), 0.0)
+    out = {"estimated_accuracy": float((p * counts).sum() / n), "rows": n,
+           "calibrated": calibration is not None, "labelled_share": float(vector[_LABELLED] / n)}
+    if vector[_LABELLED]:
+        out["realized_accuracy"] = float(vector[_CORRECT] / vector[_LABELLED])
     return out
 
 

@@ -23,6 +23,7 @@ from stats.state import write_npz
 from stats.window import VectorWindow
 
 FILE_VERSION = 1
+ESTIMATE_MODES = ("binary", "top")
 
 
 class RouteExperiment:
@@ -39,11 +40,14 @@ class RouteExperiment:
         self.windows = {v: VectorWindow(self.layout.quality.size, slices,
                                         fb.slice if fb else 60.0, clock=time.time)
                         for v in self.variants}
-        # label-free estimates (stats.cbpe), by prediction time, and their calibration
-        self.estimates = {v: VectorWindow(cbpe.SIZE, slices, fb.slice if fb else 60.0,
-                                          clock=time.time) for v in self.variants}
-        self.calibration: dict[str, np.ndarray] = {}  # variant -> Platt (a, b)
-        self._to_calibrate: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        # label-free estimates (stats.cbpe) by prediction time, and their calibration, per
+        # (variant, mode): "binary" histograms P(class 1), "top" (multi-class) the predicted
+        # class's probability
+        self.estimates = {(v, mode): VectorWindow(cbpe.SIZE, slices, fb.slice if fb else 60.0,
+                                                  clock=time.time)
+                          for v in self.variants for mode in ESTIMATE_MODES}
+        self.calibration: dict[tuple[str, str], np.ndarray] = {}  # -> Platt (a, b)
+        self._to_calibrate: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]] = {}
         self.sequential: dict[tuple[str, str], float] = {}  # (metric, candidate) -> running min
         self.started_at = time.time()
         self.path = state_dir / f"{rc.name}.experiment.npz"
@@ -54,7 +58,8 @@ class RouteExperiment:
         for v in self.variants:
             self.tallies[v][:] = 0.0
             self.windows[v].data[:] = 0.0
-            self.estimates[v].data[:] = 0.0
+        for window in self.estimates.values():
+            window.data[:] = 0.0
         self.calibration.clear()
         self._to_calibrate.clear()
         self.sequential.clear()
@@ -66,22 +71,31 @@ class RouteExperiment:
         if tally is not None:
             self.layout.add_requests(tally, durations, errors)
 
-    def record_predictions(self, variant: str, at: float, scores: np.ndarray) -> None:
-        """Predictions with P(class 1), for the label-free estimates of their quality."""
-        window = self.estimates.get(variant)
-        if window is not None and self.feedback is not None:
-            cbpe.add_predictions(window.slice_for(at), scores)
+    def record_predictions(self, variant: str, at: float, scores: np.ndarray,
+                           top: np.ndarray | None = None) -> None:
+        """Predictions with P(class 1), or multi-class the probability of the predicted class
+        (`top`), for the label-free estimates of their quality."""
+        if variant not in self.tallies or self.feedback is None:
+            return
+        for mode, probability in (("binary", scores), ("top", top)):
+            if probability is not None and np.isfinite(probability).any():
+                cbpe.add_predictions(self.estimates[(variant, mode)].slice_for(at), probability)
 
     def record_labels(self, variant: str, kind: str, truth: np.ndarray, classes: np.ndarray,
                       values: np.ndarray, scores: np.ndarray, now: float,
-                      predicted_at: np.ndarray | None = None) -> None:
+                      predicted_at: np.ndarray | None = None,
+                      confidence: np.ndarray | None = None) -> None:
         """Labels joined to predictions: kind is label (classification), value (regression)
-        or reward (business outcome). `predicted_at`: when each prediction was made."""
+        or reward (business outcome). `predicted_at`: when each prediction was made;
+        `confidence`: multi-class, the probability the prediction gave its class."""
         tally = self.tallies.get(variant)
         if tally is None:
             return
         if kind == "label" and predicted_at is not None:
-            self._realized(variant, truth, classes, scores, predicted_at)
+            correct = truth == classes
+            self._realized((variant, "binary"), correct, scores, truth == 1, predicted_at)
+            if confidence is not None:
+                self._realized((variant, "top"), correct, confidence, correct, predicted_at)
         q = self.layout.quality
         for target in (self.layout.quality_part(tally), self.windows[variant].slice_for(now)):
             if kind == "label":
@@ -91,35 +105,44 @@ class RouteExperiment:
             else:
                 q.add_reward(target, truth)
 
-    def _realized(self, variant: str, truth: np.ndarray, classes: np.ndarray,
-                  scores: np.ndarray, predicted_at: np.ndarray) -> None:
+    def _realized(self, key: tuple[str, str], correct: np.ndarray, probability: np.ndarray,
+                  outcome: np.ndarray, predicted_at: np.ndarray) -> None:
         """Labels of probability-carrying predictions: the realized accuracy beside the
-        estimate (in the slice of their prediction time), and calibration data until fit."""
-        has_score = np.isfinite(scores)
-        if not has_score.any():
+        estimate (in the slice of their prediction time), and calibration pairs until fit
+        (`outcome`: what `probability` is the probability of)."""
+        has = np.isfinite(probability)
+        if not has.any():
             return
-        window = self.estimates[variant]
-        correct = truth[has_score] == classes[has_score]
-        for t in np.unique(predicted_at[has_score]):
+        window = self.estimates[key]
+        for t in np.unique(predicted_at[has]):
             target = window.slice_at(float(t))
             if target is not None:
-                cbpe.add_outcomes(target, correct[predicted_at[has_score] == t])
-        if variant in self.calibration or self.feedback is None:
+                cbpe.add_outcomes(target, correct[has & (predicted_at == t)])
+        if key in self.calibration or self.feedback is None:
             return
-        pending = self._to_calibrate.setdefault(variant, [])
-        pending.append((scores[has_score].astype(np.float64), truth[has_score] == 1))
+        pending = self._to_calibrate.setdefault(key, [])
+        pending.append((probability[has].astype(np.float64), outcome[has]))
         if sum(len(x) for x, _ in pending) >= self.feedback.calibration_labels:
             x = np.concatenate([a for a, _ in pending])
             y = np.concatenate([b for _, b in pending])
-            self.calibration[variant] = cbpe.fit_calibration(x, y)
-            del self._to_calibrate[variant]
+            self.calibration[key] = cbpe.fit_calibration(x, y)
+            del self._to_calibrate[key]
 
     def estimated(self, now: float) -> dict[str, dict]:
-        """Per variant: the label-free estimates over the feedback window (stats.cbpe)."""
+        """Per variant: the label-free estimates over the feedback window (stats.cbpe), from
+        P(class 1) when its predictions carry it, else from the predicted class's probability."""
         if self.feedback is None:
             return {}
-        return {v: cbpe.estimate(w.total(now), self.feedback.threshold, self.calibration.get(v))
-                for v, w in self.estimates.items()}
+        out = {}
+        for v in self.variants:
+            binary = self.estimates[(v, "binary")].total(now)
+            if binary[:cbpe.BINS].any():
+                out[v] = cbpe.estimate(binary, self.feedback.threshold,
+                                       self.calibration.get((v, "binary")))
+            else:
+                out[v] = cbpe.estimate_top(self.estimates[(v, "top")].total(now),
+                                           self.calibration.get((v, "top")))
+        return out
 
     # -- reading --------------------------------------------------------------------------
     def quality(self, now: float) -> dict[str, dict]:
@@ -172,10 +195,11 @@ class RouteExperiment:
                   "seq_values": np.array(list(self.sequential.values()) or [1.0])}
         for i, v in enumerate(self.variants):
             arrays[f"w{i}.data"], arrays[f"w{i}.steps"] = self.windows[v].data, self.windows[v].steps
-            e = self.estimates[v]
-            arrays[f"e{i}.data"], arrays[f"e{i}.steps"] = e.data, e.steps
-            if v in self.calibration:
-                arrays[f"c{i}.platt"] = self.calibration[v]
+            for mode in ESTIMATE_MODES:
+                e = self.estimates[(v, mode)]
+                arrays[f"e{i}.{mode}.data"], arrays[f"e{i}.{mode}.steps"] = e.data, e.steps
+                if (v, mode) in self.calibration:
+                    arrays[f"c{i}.{mode}.platt"] = self.calibration[(v, mode)]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_npz(self.path, arrays)
 
@@ -193,11 +217,12 @@ class RouteExperiment:
                 w = self.windows[v]
                 if z[f"w{i}.data"].shape == w.data.shape:
                     w.data[:], w.steps[:] = z[f"w{i}.data"], z[f"w{i}.steps"]
-                e = self.estimates[v]
-                if f"e{i}.data" in z.files and z[f"e{i}.data"].shape == e.data.shape:
-                    e.data[:], e.steps[:] = z[f"e{i}.data"], z[f"e{i}.steps"]
-                if f"c{i}.platt" in z.files:
-                    self.calibration[v] = z[f"c{i}.platt"].copy()
+                for mode in ESTIMATE_MODES:
+                    e, name = self.estimates[(v, mode)], f"e{i}.{mode}"
+                    if f"{name}.data" in z.files and z[f"{name}.data"].shape == e.data.shape:
+                        e.data[:], e.steps[:] = z[f"{name}.data"], z[f"{name}.steps"]
+                    if f"c{i}.{mode}.platt" in z.files:
+                        self.calibration[(v, mode)] = z[f"c{i}.{mode}.platt"].copy()
             for key, value in zip(z["seq_keys"], z["seq_values"]):
                 if key:
                     metric, candidate = str(key).split("\t")

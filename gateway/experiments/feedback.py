@@ -52,8 +52,9 @@ def _floats(values: list) -> np.ndarray:
 
 
 def read_predictions(columns: dict[str, list], cfg: FeedbackConfig,
-                     rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(predicted class or -1, prediction value, P(class 1) or NaN) per row of decoded outputs.
+                     rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(predicted class or -1, prediction value, P(class 1) or NaN, multi-class: probability of
+    the predicted class, else NaN) per row of decoded outputs.
 
     Per-class columns (prediction_0..k) give argmax and, for two classes, P(class 1); a
     column of probabilities gives class = score >= threshold; integer predictions are classes.
@@ -63,9 +64,12 @@ def read_predictions(columns: dict[str, list], cfg: FeedbackConfig,
                        key=lambda n: int(n[11:]))
     if cfg.prediction is None and cfg.score is None and len(per_class) >= 2:
         m = np.stack([_floats(columns[n])[:rows] for n in per_class], axis=1)
-        klass = np.where(np.isfinite(m).all(1), np.nanargmax(np.nan_to_num(m, nan=-np.inf), 1), -1)
-        score = m[:, 1] if len(per_class) == 2 else np.full(rows, np.nan)
-        return klass, klass.astype(np.float64), score
+        complete = np.isfinite(m).all(1)
+        klass = np.where(complete, np.nanargmax(np.nan_to_num(m, nan=-np.inf), 1), -1)
+        if len(per_class) == 2:
+            return klass, klass.astype(np.float64), m[:, 1], np.full(rows, np.nan)
+        top = np.where(complete, np.nan_to_num(m, nan=-np.inf).max(axis=1), np.nan)
+        return klass, klass.astype(np.float64), np.full(rows, np.nan), top
     primary = cfg.prediction or next((n for n in PREDICTION_COLUMNS if n in columns),
                                      names[0] if names else None)
     score_name = cfg.score or next((n for n in SCORE_COLUMNS if n in columns and n != primary), None)
@@ -79,7 +83,7 @@ def read_predictions(columns: dict[str, list], cfg: FeedbackConfig,
         klass = np.where(np.isfinite(value), value, -1)
     else:
         klass = np.where(np.isfinite(score), score >= cfg.threshold, -1)
-    return klass.astype(np.int32), value, score
+    return klass.astype(np.int32), value, score, np.full(rows, np.nan)
 
 
 def _pad(arr: np.ndarray, rows: int) -> np.ndarray:
@@ -135,10 +139,10 @@ class FeedbackDesk:
         exp = self.experiments.get(route)
         if exp is None or exp.feedback is None or not rows:
             return
-        klass, value, score = read_predictions(outputs, exp.feedback, rows)
-        exp.record_predictions(variant, at, score)
+        klass, value, score, top = read_predictions(outputs, exp.feedback, rows)
+        exp.record_predictions(variant, at, score, top)
         self._pending.append((request_id, rows, at, self.store.group(route, variant),
-                              klass, value, score))
+                              klass, value, score, top))
 
     def flush(self) -> None:
         """Store the predictions of one batch of captures in one numba call."""
@@ -148,7 +152,8 @@ class FeedbackDesk:
         self.store.put(np.array([request_key(x[0]) for x in p], np.int64),
                        np.array([x[1] for x in p]), np.array([x[2] for x in p]),
                        np.array([x[3] for x in p]), np.concatenate([x[4] for x in p]),
-                       np.concatenate([x[5] for x in p]), np.concatenate([x[6] for x in p]))
+                       np.concatenate([x[5] for x in p]), np.concatenate([x[6] for x in p]),
+                       np.concatenate([x[7] for x in p]))
         self._changed = True
         self.metrics.feedback_store_rows.set(len(self.store))
         if self.store.evicted != self._evicted_seen:
@@ -182,7 +187,8 @@ class FeedbackDesk:
             self.experiments[route].record_labels(variant, kind, np.asarray(truth, np.float64),
                                                   st.classes[s], st.values[s],
                                                   st.scores[s].astype(np.float64), now,
-                                                  predicted_at=st.times[s])
+                                                  predicted_at=st.times[s],
+                                                  confidence=st.confidence[s].astype(np.float64))
             self.metrics.feedback_labels(route, variant).inc(len(slots))
         if not batch:
             return results[0]

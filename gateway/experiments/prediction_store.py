@@ -42,8 +42,8 @@ def row_key(base: int, row: int) -> int:
 
 
 @numba.njit(cache=True)
-def _put(index, keys, times, groups, classes, values, scores, labelled, head, capacity,
-         base_keys, rows, at, group, klass, value, score):
+def _put(index, keys, times, groups, classes, values, scores, confidences, labelled, head,
+         capacity, base_keys, rows, at, group, klass, value, score, confidence):
     evicted = 0
     j = 0
     for i in range(base_keys.size):
@@ -64,6 +64,7 @@ def _put(index, keys, times, groups, classes, values, scores, labelled, head, ca
             classes[slot] = klass[j]
             values[slot] = value[j]
             scores[slot] = score[j]
+            confidences[slot] = confidence[j]
             labelled[slot] = False
             index[key] = slot
             head = (head + 1) % capacity
@@ -88,6 +89,8 @@ class PredictionStore:
         self.classes = np.zeros(capacity, np.int32)  # predicted class, -1 when not a class
         self.values = np.zeros(capacity, np.float64)  # the prediction itself
         self.scores = np.zeros(capacity, np.float32)  # P(class 1), NaN when not a probability
+        # multi-class: the probability of the predicted class (NaN otherwise)
+        self.confidence = np.zeros(capacity, np.float32)
         self.labelled = np.zeros(capacity, np.bool_)
         self.index = Dict.empty(types.int64, types.int64)
         self.head = 0
@@ -107,20 +110,25 @@ class PredictionStore:
         return gid
 
     def put(self, base_keys: np.ndarray, rows: np.ndarray, at: np.ndarray, groups: np.ndarray,
-            classes: np.ndarray, values: np.ndarray, scores: np.ndarray) -> None:
+            classes: np.ndarray, values: np.ndarray, scores: np.ndarray,
+            confidence: np.ndarray | None = None) -> None:
         """Requests (base key, row count, time, group), then their rows' predictions."""
         before = self.head
+        if confidence is None:
+            confidence = np.full(classes.size, np.nan)
         self.head, evicted = _put(
             self.index, self.keys, self.times, self.groups, self.classes, self.values, self.scores,
-            self.labelled, self.head, self.capacity, base_keys.astype(np.int64),
+            self.confidence, self.labelled, self.head, self.capacity, base_keys.astype(np.int64),
             rows.astype(np.int64), at.astype(np.float64), groups.astype(np.int32),
-            classes.astype(np.int32), values.astype(np.float64), scores.astype(np.float32))
+            classes.astype(np.int32), values.astype(np.float64), scores.astype(np.float32),
+            confidence.astype(np.float32))
         self.evicted += evicted
         wrapped = self.head < before or int(rows.sum()) >= self.capacity
         self.filled = self.capacity if wrapped else max(self.filled, self.head)
 
     # -- persistence: a clean stop keeps the predictions still waiting for labels -----------
-    _ARRAYS = ("keys", "times", "groups", "classes", "values", "scores", "labelled")
+    _ARRAYS = ("keys", "times", "groups", "classes", "values", "scores", "confidence",
+               "labelled")
 
     def save(self, path) -> None:
         """The used prefix of the ring (all of it once it wrapped: 37 MB at 1,000,000 rows)."""
@@ -141,7 +149,8 @@ class PredictionStore:
                 return False
             n = z["keys"].shape[0]
             for name in self._ARRAYS:
-                getattr(self, name)[:n] = z[name]
+                # (a store saved before `confidence` existed: unknown, NaN)
+                getattr(self, name)[:n] = z[name] if name in z.files else np.nan
             self.head, self.evicted, self.filled = int(z["head"]), int(z["evicted"]), n
             saved = [tuple(str(g).split("\t")) for g in z["group_names"] if str(g)]
         remap = np.array([self.group(route, variant) for route, variant in saved] or [0], np.int32)

@@ -119,3 +119,28 @@ def test_platt_calibration_recovers_a_known_distortion():
     a, b = cbpe.fit_calibration(said, outcomes)
     assert abs(a - 0.375) < 0.03 and abs(b + 0.5) < 0.06
     assert np.allclose(cbpe.calibrate(np.array([0.5]), None), [0.5])
+
+
+def test_a_multi_class_probability_vector_is_estimated_from_its_top_class(tmp_path):
+    rng = np.random.default_rng(5)
+    s = Stack(tmp_path)
+    logits = rng.normal(0, 1.2, (3000, 3))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)  # calibrated
+    ids = []
+    for row in probs:
+        s.n += 1
+        rid = f"m{s.n}".encode()
+        s.desk.remember("churn", "a", rid, T0, {f"prediction_{k}": [float(row[k])]
+                                                for k in range(3)}, 1)
+        ids.append(rid)
+    s.desk.flush()
+    before = s.estimate(T0 + 1)
+    expected = float(probs.max(axis=1).mean())
+    assert "estimated_auc" not in before and before["rows"] == 3000
+    assert abs(before["estimated_accuracy"] - expected) <= 0.03, (before, expected)
+    truth = np.array([rng.choice(3, p=p) for p in probs])
+    s.label(ids, truth, T0 + 60)
+    after = s.estimate(T0 + 61)
+    realized = float((probs.argmax(axis=1) == truth).mean())
+    assert abs(after["realized_accuracy"] - realized) < 1e-9 and after["calibrated"]
+    assert abs(before["estimated_accuracy"] - realized) <= 0.03
