@@ -165,12 +165,17 @@ class Supervisor(Gateway):
         reader, writer = await asyncio.open_connection(sock=ours, limit=1 << 30)
         handle = WorkerHandle(slot, proc, writer)
         self.workers[slot] = handle
-        cfg_json = self.cfg.model_dump_json(by_alias=True)
-        handle.send(ToWorker.CONFIG, (cfg_json, str(self.runtime.config_dir), slot))
+        handle.send(ToWorker.CONFIG, (self._worker_config(), str(self.runtime.config_dir), slot))
         self._catch_up(handle)
         task = asyncio.create_task(self._listen(handle, reader))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _worker_config(self) -> str:
+        """The config as workers get it: the public port the supervisor holds (a `port: 0`
+        in the file would give every worker a port of its own)."""
+        server = self.cfg.server.model_copy(update={"port": self.port})
+        return self.cfg.model_copy(update={"server": server}).model_dump_json(by_alias=True)
 
     def _catch_up(self, handle: WorkerHandle) -> None:
         """A (re)started worker gets the fleet's live weights and canary positions."""
@@ -274,8 +279,7 @@ class Supervisor(Gateway):
         for w in live:
             while not w.reloads.empty():
                 w.reloads.get_nowait()
-            w.send(ToWorker.CONFIG, (self.cfg.model_dump_json(by_alias=True),
-                                     str(self.runtime.config_dir), w.slot))
+            w.send(ToWorker.CONFIG, (self._worker_config(), str(self.runtime.config_dir), w.slot))
         failed = []
         for w in live:
             try:

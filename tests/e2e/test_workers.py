@@ -242,10 +242,11 @@ def test_a_killed_worker_is_replaced_under_load_and_counters_never_go_back(tmp_p
 
 @pytest.mark.slow
 def test_labels_join_predictions_served_by_the_other_worker(tmp_path):
+    """(With `port: 0`: the workers share the one free port the supervisor got.)"""
     model = AppServer(build_model_app("churn"))
     write_baseline(tmp_path / "train.csv", 2000, seed=3)
     cfg = f"""
-server: {{port: {free_port()}, workers: 2}}
+server: {{port: 0, workers: 2}}
 admin: {{port: {free_port()}, watch_interval: 0}}
 logging: {{format: json, access_log: {{enabled: false}}}}
 state_dir: {tmp_path / "state"}
