@@ -174,7 +174,9 @@ class Gateway(RuntimeHolder):
         self.draining = True
         self._proxy_server.should_exit = True
 
-    async def serve(self, install_signals: bool = True) -> None:
+    async def _begin(self, install_signals: bool) -> asyncio.Task | None:
+        """Signals (SIGTERM/SIGINT drain, SIGHUP reloads), the runtime, and the config file's
+        watcher (returned, to cancel at the end)."""
         loop = asyncio.get_running_loop()
         if install_signals:
             loop.add_signal_handler(signal.SIGTERM, self._on_signal, "SIGTERM")
@@ -182,9 +184,12 @@ class Gateway(RuntimeHolder):
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(
                 self.reload("SIGHUP")))
         await self.runtime.start()
-        watcher = None
         if self.config_path is not None and self.cfg.admin.watch_interval > 0:
-            watcher = asyncio.create_task(self._watch_config())
+            return asyncio.create_task(self._watch_config())
+        return None
+
+    async def serve(self, install_signals: bool = True) -> None:
+        watcher = await self._begin(install_signals)
         proxy_task = asyncio.create_task(self._proxy_server.serve(sockets=[self.proxy_socket]))
         admin_task = asyncio.create_task(self._admin_server.serve(sockets=[self.admin_socket]))
         while not (self._proxy_server.started and self._admin_server.started):

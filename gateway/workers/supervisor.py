@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import socket
 import sys
 import time
@@ -90,22 +89,9 @@ class Supervisor(Gateway):
         self._tasks: set[asyncio.Task] = set()
         self.runtime.on_canary = self._canary_moved
 
-    @property
-    def port(self) -> int:
-        return self.proxy_socket.getsockname()[1]
-
     # -- serving -------------------------------------------------------------------------
     async def serve(self, install_signals: bool = True) -> None:
-        loop = asyncio.get_running_loop()
-        if install_signals:
-            loop.add_signal_handler(signal.SIGTERM, self._on_signal, "SIGTERM")
-            loop.add_signal_handler(signal.SIGINT, self._on_signal, "SIGINT")
-            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(
-                self.reload("SIGHUP")))
-        await self.runtime.start()
-        watcher = None
-        if self.config_path is not None and self.cfg.admin.watch_interval > 0:
-            watcher = asyncio.create_task(self._watch_config())
+        watcher = await self._begin(install_signals)
         admin_task = asyncio.create_task(self._admin_server.serve(sockets=[self.admin_socket]))
         await asyncio.gather(*(self._spawn(slot) for slot in range(self.count)))
         with contextlib.suppress(TimeoutError):

@@ -16,29 +16,36 @@ from tests.servers import AppServer, GatewayServer, Recorder, churn_monitor_yaml
 pytestmark = pytest.mark.peers
 
 
+def start_alertmanager(binary: str, tmp_path, port: int, receiver_url: str,
+                       global_block: str) -> subprocess.Popen:
+    """A real Alertmanager routing every alert, at once, to the receiver (webhook, resolved
+    ones too; repeats an hour apart), on 127.0.0.1:port."""
+    (tmp_path / "am.yml").write_text(f"""{global_block}
+route:
+  receiver: hook
+  group_by: [alertname, route, variant, feature]
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: hook
+    webhook_configs: [{{url: "{receiver_url}/am", send_resolved: true}}]
+""")
+    return subprocess.Popen([binary, f"--config.file={tmp_path / 'am.yml'}",
+                             f"--storage.path={tmp_path / 'am-data'}",
+                             f"--web.listen-address=127.0.0.1:{port}",
+                             f"--web.external-url=http://127.0.0.1:{port}/",
+                             "--cluster.listen-address="],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
 @pytest.mark.slow
 def test_drift_alert_reaches_a_webhook_through_alertmanager(tmp_path):
     binary = require_binary("prometheus-alertmanager")
     hook = Recorder()
     receiver = AppServer(hook)
     am_port = free_port()
-    (tmp_path / "am.yml").write_text(f"""
-route:
-  receiver: hook
-  group_by: [alertname, route, feature]
-  group_wait: 0s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: hook
-    webhook_configs: [{{url: "{receiver.url}/am", send_resolved: true}}]
-""")
-    am = subprocess.Popen([binary, f"--config.file={tmp_path / 'am.yml'}",
-                           f"--storage.path={tmp_path / 'am-data'}",
-                           f"--web.listen-address=127.0.0.1:{am_port}",
-                           f"--web.external-url=http://127.0.0.1:{am_port}/",
-                           "--cluster.listen-address="],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    am = start_alertmanager(binary, tmp_path, am_port, receiver.url, "")
     model = AppServer(build_model_app("churn"))
     write_baseline(tmp_path / "train.csv", 5000, seed=3)
     cfg = churn_monitor_yaml(model.url, tmp_path / "state", f"""
@@ -132,24 +139,8 @@ def test_persistent_drift_pages_once_and_resolves_once(tmp_path):
     hook, direct = Recorder(), Recorder()
     receiver, direct_server = AppServer(hook), AppServer(direct)
     am_port = free_port()
-    (tmp_path / "am.yml").write_text(f"""
-global: {{resolve_timeout: 1m}}
-route:
-  receiver: hook
-  group_by: [alertname, route, variant, feature]
-  group_wait: 0s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: hook
-    webhook_configs: [{{url: "{receiver.url}/am", send_resolved: true}}]
-""")
-    am = subprocess.Popen([binary, f"--config.file={tmp_path / 'am.yml'}",
-                           f"--storage.path={tmp_path / 'am-data'}",
-                           f"--web.listen-address=127.0.0.1:{am_port}",
-                           f"--web.external-url=http://127.0.0.1:{am_port}/",
-                           "--cluster.listen-address="],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    am = start_alertmanager(binary, tmp_path, am_port, receiver.url,
+                            "global: {resolve_timeout: 1m}")
     model = AppServer(build_model_app("churn"))
     write_baseline(tmp_path / "train.csv", 5000, seed=3)
     # default rules and cadence; a 30 s window so the drift leaves it soon after it stops
