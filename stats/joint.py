@@ -1,18 +1,25 @@
 """Joint drift: what the numeric features do together, seen through K fixed directions.
 
 Per-feature histograms cannot see two features whose correlation flips while each keeps its
-distribution. Every row's standardized numeric vector z (reference mean and std) is projected
-onto K unit directions drawn once, with a seed, when the reference is fit, and stored with it:
-u = z @ W. A change in how features move together changes the distribution of some
-projections (a correlation flip of f0 and f1 moves the spread of every direction that weighs
-both), so each projection is one more "feature" of an ordinary stats/ state: histogram on
-reference bins, moments, mergeable across slices, workers and replicas like every other state,
-bounded by K. The verdicts are stats.drift's on the K projections, under its one false-flag
-budget per evaluation. Rows with a missing numeric value are skipped (and counted by the
-caller); categorical features are left out.
+distribution. Every row's standardized numeric vector z (reference mean and std, clipped) is
+projected onto K unit directions drawn once, with a seed, when the reference is fit, and stored
+with it: u = z @ W. A change in how features move together changes the spread of some
+projections (a correlation flip of f0 and f1 moves the variance of every direction that weighs
+both by 2 w0 w1 dC01). The K projections and the F standardized features themselves are the
+columns of an ordinary stats/ state (histograms on reference bins, moments): mergeable across
+slices, workers and replicas like every other state, bounded by K + F.
 
-Which features moved: the directions' changes are regressed on each feature's weights (mean
-moves) and each pair's weight products (covariance changes): see moved_features.
+The verdict is about dependence only: what the features do alone is the per-feature rules'
+job, and a joint alert beside every feature alert would be noise. So a projection's variance
+is compared with the variance it would have if only the marginals had changed (each feature's
+current spread, the reference's correlations R): var_expected = w'DRDw, D = current / reference
+spread of each standardized feature; location changes are ignored. A direction flags when that
+unexplained change passes `VARIANCE_THRESHOLD` and z standard errors, z from the same one
+false-flag budget per evaluation (alpha / K). Rows with a missing numeric value are skipped
+(and counted by the caller); categorical features are left out.
+
+Which features moved: the directions' unexplained variance changes are regressed on each pair's
+weight products (a covariance change of f0 and f1 moves direction d by 2 w0d w1d dC01).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from stats.table import to_batch
 
 DEFAULT_DIRECTIONS = 32
 SEED = 20261202
+VARIANCE_THRESHOLD = 0.10   # a projection's variance off its expectation by 10% (sd ~5%)
 
 
 # Standardized values are clipped here: a heavy tail (lognormal, exponential) otherwise makes
@@ -53,32 +61,36 @@ class JointSpec:
     centre: np.ndarray
     scale: np.ndarray
     directions: np.ndarray
-    schema: Schema
+    schema: Schema          # of the K projections, then the F standardized features
+    correlation: np.ndarray  # F x F, of the standardized reference rows
 
     @property
     def k(self) -> int:
         return self.directions.shape[1]
 
     def project(self, matrix: np.ndarray) -> tuple[np.ndarray, int]:
-        """(projections of the complete rows (n x K), rows skipped for a missing value);
-        `matrix` holds the spec's features in order (n x F)."""
+        """(the state's columns for the complete rows: K projections then the F standardized
+        features (n x (K+F)), rows skipped for a missing value); `matrix` holds the spec's
+        features in order (n x F)."""
         complete = np.isfinite(matrix).all(axis=1)
         rows = matrix[complete] if not complete.all() else matrix
-        return standardize(rows, self.centre, self.scale) @ self.directions, \
-            int((~complete).sum())
+        z = standardize(rows, self.centre, self.scale)
+        return np.ascontiguousarray(np.hstack([z @ self.directions, z])), int((~complete).sum())
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"joint_names": np.array(self.names), "joint_centre": self.centre,
                 "joint_scale": self.scale, "joint_directions": self.directions,
-                "joint_schema": np.array(self.schema.to_json())}
+                "joint_schema": np.array(self.schema.to_json()),
+                "joint_correlation": self.correlation}
 
     @classmethod
     def from_arrays(cls, arrays) -> JointSpec | None:
-        if "joint_directions" not in arrays:
+        if "joint_correlation" not in arrays:  # none, or from a version without it
             return None
         return cls([str(n) for n in arrays["joint_names"]], np.asarray(arrays["joint_centre"]),
                    np.asarray(arrays["joint_scale"]), np.asarray(arrays["joint_directions"]),
-                   Schema.from_json(str(arrays["joint_schema"])))
+                   Schema.from_json(str(arrays["joint_schema"])),
+                   np.asarray(arrays["joint_correlation"]))
 
 
 def fit_joint(matrix: np.ndarray, names: list[str], k: int = DEFAULT_DIRECTIONS,
@@ -96,9 +108,12 @@ def fit_joint(matrix: np.ndarray, names: list[str], k: int = DEFAULT_DIRECTIONS,
     rng = np.random.default_rng(seed)
     directions = rng.standard_normal((matrix.shape[1], k))
     directions /= np.linalg.norm(directions, axis=0, keepdims=True)
-    projected = standardize(complete, centre, scale) @ directions
-    schema, reference = fit_baseline(projected, [f"joint{d}" for d in range(k)])
-    return JointSpec(list(names), centre, scale, directions, schema), reference
+    z = standardize(complete, centre, scale)
+    correlation = np.nan_to_num(np.corrcoef(z, rowvar=False))
+    columns = np.hstack([z @ directions, z])
+    schema, reference = fit_baseline(columns, [f"joint{d}" for d in range(k)]
+                                     + [f"z:{n}" for n in names])
+    return JointSpec(list(names), centre, scale, directions, schema, correlation), reference
 
 
 def fit_joint_columns(columns, schema: Schema,
@@ -126,12 +141,9 @@ def joint_from_arrays(arrays) -> tuple[JointSpec, StreamState] | None:
 
 @dataclass
 class JointVerdict:
-    """One window's joint judgement: score, whether some direction drifted, and the features
-    that carry the moved directions, most first. The score is, over the directions and their
-    measures, the largest min(effect / its threshold, evidence / its critical value): it
-    passes 1 only where a move is both large enough and more than noise, as a drift flag
-    needs (a centred projection's 5% "change" is noise on small windows: effect alone would
-    read 2 on clean traffic)."""
+    """One window's joint judgement: score (the largest min(effect / threshold, evidence /
+    critical value) over the directions: 1 is a flag), whether some direction's spread moved
+    beyond what the marginals explain, and the features of the covariances that moved most."""
 
     score: float
     threshold: float
@@ -141,53 +153,53 @@ class JointVerdict:
     n_current: int
 
 
-def direction_scores(report: DriftReport) -> np.ndarray:
-    """Per direction, the largest min(effect ratio, evidence ratio) over its measures."""
-    cfg = report.config
+def _unexplained(spec: JointSpec, report: DriftReport) -> tuple[np.ndarray, np.ndarray,
+                                                                 np.ndarray]:
+    """Per direction: the relative variance change the marginals do not explain, its standard
+    error, and the unexplained variance change itself (standardized units)."""
+    k = spec.k
+    sd = report.statistics["std"]
+    ref_sd, cur_sd, se_sd = sd["reference"], sd["current"], sd["std_error"]
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratios = []
-        for s in ("mean", "std", "median", "p95"):
-            st = report.statistics[s]
-            effect = np.abs(st["change"]) / report.stat_threshold
-            evidence = np.abs(st["current"] - st["reference"]) / (report.z * st["std_error"])
-            ratios.append(np.fmin(effect, evidence))
-        en = report.n_reference * report.n_current / np.maximum(
-            report.n_reference + report.n_current, 1.0)
-        ks_critical = special.kolmogi(report.ks_alpha) / np.sqrt(np.maximum(en, 1.0))
-        ratios.append(np.fmin(report.wasserstein / cfg.distance_threshold,
-                              report.ks / ks_critical))
-        scores = np.nan_to_num(np.max(ratios, axis=0), nan=0.0, posinf=0.0)
-    return np.where(report.n_current >= cfg.min_samples, scores, 0.0)
+        spread = np.nan_to_num(cur_sd[k:] / ref_sd[k:], nan=1.0)  # D: each feature alone
+        w = spec.directions
+        scaled = w * spread[:, None]
+        expected = np.einsum("fk,fg,gk->k", scaled, spec.correlation, scaled)
+        reference = np.einsum("fk,fg,gk->k", w, spec.correlation, w)
+        ratio = expected / reference                    # what the marginals alone would do
+        observed = (cur_sd[:k] / ref_sd[:k]) ** 2
+        change = observed / ratio - 1.0
+        se = 2.0 * se_sd[:k] / ref_sd[:k]               # of a variance ratio, from the sd's
+        residual = cur_sd[:k] ** 2 - ref_sd[:k] ** 2 * ratio
+    return np.nan_to_num(change), np.nan_to_num(se, nan=np.inf), np.nan_to_num(residual)
 
 
-def moved_features(spec: JointSpec, report: DriftReport) -> np.ndarray:
-    """How much each feature explains what the directions show, per feature (F,).
-
-    A projection u = z.w moves its mean by sum_j w_j dmu_j and its variance by
-    sum_jk w_j w_k dC_jk. Regressing the K directions' changes on each feature's weights
-    (mean) and on each pair's weight products (covariance: a correlation flip of f0 and f1
-    changes every direction by 2 w_0 w_1 dC_01) estimates dmu_j and dC_jk one at a time; with
-    directions drawn at random the other features' and pairs' estimates stay near zero.
-    Standardized units: a feature's score is its largest mean move (in sd) or covariance
-    change with any feature (itself included)."""
+def moved_features(spec: JointSpec, residual: np.ndarray) -> np.ndarray:
+    """Per feature, its largest estimated covariance change with another feature: the
+    directions' unexplained variance changes regressed on each pair's weight products, one
+    pair at a time (with directions drawn at random the other pairs' estimates stay near
+    zero)."""
     w = spec.directions                                           # F x K
-    stats = report.statistics
-    with np.errstate(invalid="ignore"):
-        d_mean = np.nan_to_num(stats["mean"]["current"] - stats["mean"]["reference"])
-        d_var = np.nan_to_num(stats["std"]["current"] ** 2 - stats["std"]["reference"] ** 2)
-    mean_move = np.abs(w @ d_mean) / (w * w).sum(axis=1)
     pairs = w[:, None, :] * w[None, :, :]                         # F x F x K
-    cov_change = np.abs(pairs @ d_var) / np.maximum((pairs * pairs).sum(axis=2), 1e-12)
-    return np.maximum(mean_move, cov_change.max(axis=1))
+    cov_change = np.abs(pairs @ residual) / np.maximum((pairs * pairs).sum(axis=2), 1e-12)
+    np.fill_diagonal(cov_change, 0.0)  # a feature's own spread: the per-feature rules'
+    return cov_change.max(axis=1)
 
 
 def judge(spec: JointSpec, report: DriftReport, top: int = 5) -> JointVerdict:
-    """The joint verdict from stats.drift.evaluate on the projections."""
-    per_direction = direction_scores(report)
-    drifted = report.drifted
+    """The joint verdict from stats.drift.evaluate on the joint state's columns."""
+    cfg = report.config
+    k = spec.k
+    z = float(special.ndtri(1 - cfg.alpha / k / 2))  # the evaluation's budget over K tests
+    change, se, residual = _unexplained(spec, report)
+    enough = report.n_current[:k] >= cfg.min_samples
+    effect = np.abs(change) / VARIANCE_THRESHOLD
+    evidence = np.abs(change) / (z * se)
+    per_direction = np.where(enough, np.fmin(effect, evidence), 0.0)
+    drifted = per_direction >= 1.0
     named: list[str] = []
     if drifted.any():
-        scores = moved_features(spec, report)
+        scores = moved_features(spec, np.where(enough, residual, 0.0))
         named = [spec.names[j] for j in np.argsort(-scores, kind="stable")[:top]]
     return JointVerdict(float(per_direction.max(initial=0.0)), 1.0, bool(drifted.any()), named,
-                        int(drifted.sum()), int(report.n_current.max(initial=0)))
+                        int(drifted.sum()), int(report.n_current[:k].max(initial=0)))

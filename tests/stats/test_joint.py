@@ -37,6 +37,21 @@ def test_a_correlation_flip_is_joint_drift_naming_the_pair_first():
     assert abs(current[:, 1].std() / before[:, 1].std() - 1) < 0.05
 
 
+def test_what_one_feature_does_alone_is_not_joint_drift():
+    """A mean shift or a spread change of one feature is the per-feature rules' to report:
+    the projections' spread is judged against what the marginals alone explain."""
+    rng = np.random.default_rng(5)
+    spec, reference = fit_joint(rows(rng, 10_000, 0.8), NAMES)
+    changes = [(5, lambda v: v * 1.06),                 # +6%: mean and spread alike
+               (5, lambda v: 50 + (v - 50) * 1.3),      # spread +30%
+               (0, lambda v: v + 5.0)]                  # f0 (correlated with f1) moves
+    for column, change in changes:
+        x = rows(rng, 20_000, 0.8)
+        x[:, column] = change(x[:, column])
+        verdict = judge(spec, evaluate(reference, window(spec, x)))
+        assert not verdict.drifted, (column, verdict)
+
+
 def test_clean_windows_raise_at_most_one_joint_flag_in_a_thousand():
     rng = np.random.default_rng(2)
     spec, reference = fit_joint(rows(rng, 10_000, 0.8), NAMES)
@@ -51,7 +66,7 @@ def test_rows_with_a_missing_value_are_skipped_and_counted_and_states_merge():
     x = rows(rng, 1_000, 0.8)
     x[::10, 3] = np.nan
     projected, skipped = spec.project(x)
-    assert skipped == 100 and projected.shape == (900, spec.k)
+    assert skipped == 100 and projected.shape == (900, spec.k + F)
     whole = window(spec, x[~np.isnan(x).any(axis=1)])
     halves = window(spec, x[:500]).merge(window(spec, x[500:]))
     assert np.array_equal(whole.counts, halves.counts)
