@@ -188,6 +188,16 @@ class Gateway(RuntimeHolder):
             return asyncio.create_task(self._watch_config())
         return None
 
+    def _announce(self, **extra) -> None:
+        """The "gateway started" line (tests and scripts read its url and admin) and the
+        started event."""
+        self.log.info("gateway started", version=gateway.__version__, **extra,
+                      url=f"http://{self.cfg.server.host}:{self.port}",
+                      admin=f"http://{self.cfg.admin.host}:{self.admin_port}",
+                      routes=[r.name for r in self.runtime.routes],
+                      upstreams=sorted(self.runtime.upstreams))
+        self.started.set()
+
     async def serve(self, install_signals: bool = True) -> None:
         watcher = await self._begin(install_signals)
         proxy_task = asyncio.create_task(self._proxy_server.serve(sockets=[self.proxy_socket]))
@@ -196,12 +206,7 @@ class Gateway(RuntimeHolder):
             if proxy_task.done() or admin_task.done():
                 break
             await asyncio.sleep(0.01)
-        self.log.info("gateway started", version=gateway.__version__,
-                      url=f"http://{self.cfg.server.host}:{self.port}",
-                      admin=f"http://{self.cfg.admin.host}:{self.admin_port}",
-                      routes=[r.name for r in self.runtime.routes],
-                      upstreams=sorted(self.runtime.upstreams))
-        self.started.set()
+        self._announce()
         try:
             await proxy_task
             # The admin port outlives the drain so /readyz can say "draining" meanwhile.

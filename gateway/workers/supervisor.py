@@ -29,7 +29,6 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-import gateway
 from gateway.config import GatewayConfig
 from gateway.link.frames import frame, read_frame
 from gateway.link.messages import Question
@@ -99,12 +98,7 @@ class Supervisor(Gateway):
                 *(w.ready.wait() for w in self.workers.values())), READY_TIMEOUT)
         while not self._admin_server.started and not admin_task.done():
             await asyncio.sleep(0.01)
-        self.log.info("gateway started", version=gateway.__version__, workers=self.count,
-                      url=f"http://{self.cfg.server.host}:{self.port}",
-                      admin=f"http://{self.cfg.admin.host}:{self.admin_port}",
-                      routes=[r.name for r in self.runtime.routes],
-                      upstreams=sorted(self.runtime.upstreams))
-        self.started.set()
+        self._announce(workers=self.count)
         try:
             await self._stop.wait()
             await self._drain_workers()
